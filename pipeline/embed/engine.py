@@ -1,0 +1,104 @@
+"""Building the vLLM engine: pass tuning kwargs through, own the ones that decide correctness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.util import require
+
+VLLM_HINT = "pip install 'dnaembed[gpu]' (CUDA) or 'dnaembed[cpu]' (CPU build)"
+
+# Keys we set from the config: an override in engine_kwargs would change what is computed
+# (or would make vLLM truncate), so it is refused, naming the config key to use instead.
+OWNED_KEYS = {
+    "model": "model.path",
+    "tokenizer": "model.tokenizer",
+    "revision": "model.revision",
+    "tokenizer_revision": "model.revision",
+    "runner": "(always 'pooling')",
+    "convert": "(always 'embed')",
+    "task": "(always embed)",
+    "dtype": "model.dtype",
+    "max_model_len": "model.max_model_len",
+    "pooler_config": "model.pooling",
+    "override_pooler_config": "model.pooling",
+    "trust_remote_code": "model.trust_remote_code",
+    "tensor_parallel_size": "embed.tensor_parallel_size",
+    "pipeline_parallel_size": "embed.pipeline_parallel_size",
+    "truncate_prompt_tokens": "(windows are never truncated)",
+    "tokenizer_mode": "(we tokenize; the engine gets token ids)",
+}
+
+# Engine kwargs that change embeddings, allowed but recorded in the model fingerprint.
+FINGERPRINTED_KEYS = ("quantization", "kv_cache_dtype", "hf_overrides")
+
+
+@dataclass
+class EngineSpec:
+    model: str
+    tokenizer: str
+    revision: str | None
+    dtype: str
+    max_model_len: int
+    pooling: str
+    device: str  # cpu | cuda
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    seed: int = 0
+    trust_remote_code: bool = False
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gpus(self) -> int:
+        if self.device != "cuda":
+            return 0
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+def check_engine_kwargs(kwargs: dict[str, Any], where: str = "embed.engine_kwargs") -> None:
+    for key in kwargs:
+        if key in OWNED_KEYS:
+            raise ConfigError(
+                f"{where}.{key} is set by dnaembed because it decides the embeddings; "
+                f"use {OWNED_KEYS[key]}"
+            )
+
+
+def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM`."""
+    check_engine_kwargs(spec.engine_kwargs)
+    kwargs = dict(spec.engine_kwargs)
+    util = spec.gpu_memory_utilization
+    kwargs.update(
+        model=spec.model,
+        tokenizer=spec.tokenizer,
+        revision=spec.revision,
+        runner="pooling",
+        convert="embed",
+        dtype=spec.dtype,
+        max_model_len=spec.max_model_len,
+        tensor_parallel_size=spec.tensor_parallel_size,
+        pipeline_parallel_size=spec.pipeline_parallel_size,
+        trust_remote_code=spec.trust_remote_code,
+        seed=spec.seed,
+        gpu_memory_utilization=float(util)
+        if util is not None
+        else (0.2 if spec.device == "cpu" else 0.9),
+    )
+    if spec.tensor_parallel_size * spec.pipeline_parallel_size > 1:
+        # Workers as subprocesses of the actor, on the GPUs Ray gave it.
+        kwargs.setdefault("distributed_executor_backend", "mp")
+    return kwargs
+
+
+def build_llm(spec: EngineSpec) -> Any:
+    vllm = require("vllm", VLLM_HINT)
+    from vllm.config import PoolerConfig
+
+    # use_activation=False: no normalisation; the default pooler of a converted causal LM is
+    # not MEAN, so the pooling type is always set explicitly.
+    pooler = PoolerConfig(pooling_type=spec.pooling, use_activation=False)
+    return vllm.LLM(pooler_config=pooler, **engine_kwargs(spec))

@@ -1,0 +1,58 @@
+"""Reference embeddings with Hugging Face transformers: AutoModel + attention-masked mean.
+
+This is how Genos' own examples compute embeddings; we check the vLLM path against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+class HFReferenceEmbedder:
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "float32",
+        device: str = "cpu",
+        attn_implementation: str = "sdpa",
+        trust_remote_code: bool = False,
+    ):
+        import torch
+        from transformers import AutoModel
+
+        self.torch = torch
+        self.device = device
+        self.model = (
+            AutoModel.from_pretrained(
+                model_path,
+                dtype=getattr(torch, _DTYPES[dtype]),
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+            )
+            .to(device)
+            .eval()
+        )
+
+    def embed(self, token_ids: Sequence[Sequence[int]], batch_size: int = 1) -> np.ndarray:
+        """Mean of the last hidden state over real tokens; padded batches when batch_size > 1."""
+        torch = self.torch
+        out = []
+        with torch.inference_mode():
+            for lo in range(0, len(token_ids), batch_size):
+                chunk = token_ids[lo : lo + batch_size]
+                width = max(len(x) for x in chunk)
+                ids = torch.zeros((len(chunk), width), dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for i, x in enumerate(chunk):
+                    ids[i, : len(x)] = torch.as_tensor(list(x))
+                    mask[i, : len(x)] = 1
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * m).sum(1) / m.sum(1)
+                out.append(pooled.float().cpu().numpy())
+        return np.concatenate(out)

@@ -1,0 +1,37 @@
+"""Errors a user can act on. The CLI prints their message alone, without a traceback."""
+
+from __future__ import annotations
+
+
+class DnaEmbedError(Exception):
+    """Base class: bad input, bad config or a refused output; never a bug of ours."""
+
+
+class ConfigError(DnaEmbedError):
+    """A config value is invalid or contradicts another."""
+
+
+class InputError(DnaEmbedError):
+    """An input file is missing, unreadable or malformed."""
+
+
+class OutputError(DnaEmbedError):
+    """The output location holds something we must not overwrite or cannot read."""
+
+
+def find_user_error(exc: BaseException) -> DnaEmbedError | None:
+    """Our error inside Ray's wrappers (RayTaskError, UserCodeException), if there is one."""
+    seen = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, DnaEmbedError):
+            return e
+        cause = getattr(e, "cause", None)  # RayTaskError keeps the original here
+        if isinstance(cause, BaseException):
+            stack.append(cause)
+        stack.extend([e.__cause__, e.__context__])
+    return None

@@ -1,0 +1,53 @@
+"""`python -m pipeline.load OUTPUT`: summarise a finished run from its manifest and shards."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from pipeline.errors import DnaEmbedError
+from pipeline.load.loader import load_embeddings, read_manifest
+
+
+def summarize(uri: str) -> str:
+    manifest = read_manifest(uri)
+    table = load_embeddings(uri)
+    c = manifest["counts"]
+    lines = [
+        f"{uri}: model {manifest['model']['name']} ({manifest['pooling']} pooling), "
+        f"dim {manifest['dim']}, {len(manifest['shards'])} shards",
+        f"  records {c['records']} ({c['records_skipped']} skipped), windows {c['windows']}, "
+        f"tokens {c['tokens']}, bases {c['bases']}",
+    ]
+    for s in manifest["skipped_records"]:
+        lines.append(f"  skipped {s['seq_id']} ({s['source']}): {s['reason']}")
+    if table.num_rows:
+        emb = table.column("embedding").combine_chunks().flatten().to_numpy()
+        emb = emb.reshape(table.num_rows, -1)
+        norms = np.linalg.norm(emb, axis=1)
+        lines.append(f"  embedding norms: min {norms.min():.3f} mean {norms.mean():.3f} "
+                     f"max {norms.max():.3f}")
+        head = table.drop_columns(["embedding"]).slice(0, 5).to_pylist()
+        lines.append("  first rows (0-based half-open coordinates):")
+        for row in head:
+            lines.append(f"    {row['seq_id']}:{row['start']}-{row['end']}({row['strand']}) "
+                         f"{row['n_tokens']} tokens  chunk {row['chunk_id']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m pipeline.load OUTPUT", file=sys.stderr)
+        return 2
+    try:
+        print(summarize(args[0]))
+    except DnaEmbedError as e:
+        print(f"dnaembed: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

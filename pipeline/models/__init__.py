@@ -1,0 +1,21 @@
+"""Resolve `model.*` config to something vLLM and transformers can load."""
+
+from __future__ import annotations
+
+from pipeline.config import ModelConfig
+from pipeline.errors import ConfigError
+
+
+def resolve_model_path(model: ModelConfig) -> str:
+    """Local directory or hub id of the weights; generates the tiny model on first use."""
+    if model.path:
+        return str(model.path)
+    if model.name == "tiny":
+        from pipeline.models.tiny import tiny_model_path
+
+        return str(tiny_model_path())
+    raise ConfigError(f"model.path is required for model {model.name!r}")
+
+
+def resolve_tokenizer_path(model: ModelConfig) -> str:
+    return str(model.tokenizer) if model.tokenizer else resolve_model_path(model)

@@ -1,0 +1,142 @@
+"""Parse FASTA/FASTQ (plain or gzip, any fsspec URI) into validated, normalised records.
+
+Parsing is Biopython's; this module adds what a pipeline needs around it: format and
+compression sniffing, sequence ids, duplicate detection, IUPAC validation, and errors that
+name the file, the record and the position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from Bio.SeqIO.FastaIO import SimpleFastaParser
+from Bio.SeqIO.QualityIO import FastqGeneralIterator
+
+from pipeline.config import IUPAC_DNA
+from pipeline.errors import InputError
+from pipeline.read.sources import format_from_name
+from pipeline.storage import get_fs
+
+_INVALID = re.compile(f"[^{IUPAC_DNA}]")
+_AMBIGUITY_TO_N = str.maketrans({c: "N" for c in IUPAC_DNA if c not in "ACGTN"})
+_GZIP_MAGIC = b"\x1f\x8b"
+_SNIFF_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class Record:
+    seq_id: str
+    sequence: str  # uppercase, validated, normalised as configured
+    index: int  # 0-based position of the record in its file
+
+
+@contextlib.contextmanager
+def open_binary(uri: str, options: dict[str, Any] | None = None) -> Iterator[io.BufferedIOBase]:
+    """Open a file for reading, decompressing gzip (detected by magic bytes, not by name)."""
+    fs, path = get_fs(uri, options)
+    try:
+        raw = fs.open(path, "rb")
+    except FileNotFoundError as e:
+        raise InputError(f"input not found: {uri}") from e
+    with raw:
+        magic = raw.read(2)
+        raw.seek(0)
+        if magic == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+                yield gz
+        else:
+            yield raw
+
+
+def sniff_format(uri: str, options: dict[str, Any] | None = None) -> str | None:
+    """fasta | fastq from the first non-blank byte; None for an empty file."""
+    with _decode_errors(uri), open_binary(uri, options) as f:
+        head = f.read(_SNIFF_BYTES).lstrip()
+    if not head:
+        return None
+    if head[:1] == b">":
+        return "fasta"
+    if head[:1] == b"@":
+        return "fastq"
+    hint = format_from_name(uri)
+    raise InputError(
+        f"{uri}: not FASTA or FASTQ (first byte {head[:1]!r}, expected '>' or '@')"
+        + (f"; its name says {hint}" if hint else "")
+    )
+
+
+@contextlib.contextmanager
+def _decode_errors(uri: str) -> Iterator[None]:
+    """Turn decompression failures into an error naming the file."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(f"{uri}: truncated or corrupt gzip data ({e})") from e
+
+
+def normalise(seq: str, seq_id: str, uri: str, invalid_chars: str, ambiguity_codes: str) -> str:
+    """Uppercase (soft-masked bases count as bases), validate IUPAC, map codes to N."""
+    seq = seq.upper()
+    bad = _INVALID.search(seq)
+    if bad is not None:
+        if invalid_chars == "error":
+            raise InputError(
+                f"{uri}: record {seq_id!r} has {bad.group()!r} at position {bad.start()} "
+                "(0-based), outside IUPAC DNA; fix the input or set input.invalid_chars=to_n"
+            )
+        seq = _INVALID.sub("N", seq)
+    if ambiguity_codes == "to_n":
+        seq = seq.translate(_AMBIGUITY_TO_N)
+    return seq
+
+
+def iter_records(
+    uri: str,
+    fmt: str = "auto",
+    invalid_chars: str = "error",
+    ambiguity_codes: str = "to_n",
+    options: dict[str, Any] | None = None,
+) -> Iterator[Record]:
+    """Yield the records of one file; errors name file, record and reason."""
+    found = sniff_format(uri, options)
+    if found is None:
+        raise InputError(f"{uri}: no FASTA/FASTQ records (the file is empty)")
+    if fmt != "auto" and fmt != found:
+        raise InputError(f"{uri}: input.format={fmt} but the file is {found}")
+
+    seen: set[str] = set()
+    index = -1
+    seq_id = None
+    with _decode_errors(uri), open_binary(uri, options) as f:
+        # latin-1 decodes every byte, so a stray byte reaches the validator, which names
+        # its record and position, instead of failing somewhere inside the decoder.
+        text = io.TextIOWrapper(f, encoding="latin-1", newline=None)
+        parsed = SimpleFastaParser(text) if found == "fasta" else _fastq(text)
+        try:
+            for index, (title, seq) in enumerate(parsed):
+                seq_id = title.split(None, 1)[0] if title.strip() else ""
+                if not seq_id:
+                    raise InputError(f"{uri}: record {index} has an empty header")
+                if seq_id in seen:
+                    raise InputError(f"{uri}: duplicate sequence id {seq_id!r} (record {index})")
+                seen.add(seq_id)
+                yield Record(
+                    seq_id, normalise(seq, seq_id, uri, invalid_chars, ambiguity_codes), index
+                )
+        except ValueError as e:  # Biopython's malformed-record errors
+            after = f" after record {seq_id!r}" if seq_id else ""
+            raise InputError(f"{uri}: malformed {found} record {index + 1}{after}: {e}") from e
+    if index < 0:
+        raise InputError(f"{uri}: no FASTA/FASTQ records found")
+
+
+def _fastq(text: io.TextIOBase) -> Iterator[tuple[str, str]]:
+    for title, seq, _qual in FastqGeneralIterator(text):
+        yield title, seq

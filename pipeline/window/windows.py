@@ -1,0 +1,48 @@
+"""Window arithmetic: spans, strands and chunk ids. Pure functions, no Ray.
+
+Coordinates are 0-based, half-open ([start, end)), on the forward strand, as in BED. A `-`
+strand window has the same coordinates as its forward twin and the reverse complement as its
+sequence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+_COMPLEMENT = str.maketrans("ACGTRYKMSWBDHVN", "TGCAYRMKSWVHDBN")
+
+
+def spans(length: int, size: int, stride: int, last: str = "keep") -> list[tuple[int, int]]:
+    """[start, end) windows over a sequence of `length` bases.
+
+    Windows start at 0, stride, 2*stride, ... until one reaches the end. With stride <= size
+    every base is covered. The final window, when shorter than `size`, follows `last`:
+    keep it short, shift it left to end at `length` (full size), or drop it.
+    """
+    if length <= 0:
+        return []
+    out = []
+    start = 0
+    while True:
+        end = min(start + size, length)
+        out.append((start, end))
+        if end == length:
+            break
+        start += stride
+    s, e = out[-1]
+    if e - s < size:
+        if last == "drop":
+            out.pop()
+        elif last == "shift":
+            out[-1] = (max(0, length - size), length)
+    return out
+
+
+def reverse_complement(seq: str) -> str:
+    return seq[::-1].translate(_COMPLEMENT)
+
+
+def chunk_id(source: str, seq_id: str, start: int, end: int, strand: str, model_key: str) -> str:
+    """Deterministic id of one window's embedding: input, record, span, strand and model."""
+    key = "\x1f".join((source, seq_id, str(start), str(end), strand, model_key))
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()

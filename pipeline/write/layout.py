@@ -1,0 +1,52 @@
+"""Where things live in an output directory. Every reader and writer goes through here.
+
+<output>/manifest.json      written last: the run is complete iff it exists
+<output>/run.json           written first: fingerprint of the config that owns this output
+<output>/config.yaml        the resolved config
+<output>/shards/part-*.parquet
+<output>/commits/part-*.parquet.json   one per shard, written right after it
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.storage import get_fs, join, write_atomic
+
+MANIFEST = "manifest.json"
+RUN = "run.json"
+CONFIG = "config.yaml"
+SHARDS = "shards"
+COMMITS = "commits"
+FORMAT = "dnaembed/1"
+
+
+@dataclass
+class OutputDir:
+    uri: str
+    storage_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.fs, self.path = get_fs(self.uri, self.storage_options)
+
+    def file(self, *parts: str) -> str:
+        return join(self.path, *parts)
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.exists(self.file(*parts))
+
+    def read_json(self, *parts: str) -> dict:
+        with self.fs.open(self.file(*parts), "rb") as f:
+            return json.loads(f.read())
+
+    def write_json(self, obj: Any, *parts: str) -> None:
+        write_atomic(self.fs, self.file(*parts), json.dumps(obj, indent=2, sort_keys=True).encode())
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        write_atomic(self.fs, self.file(*parts), data)
+
+    def remove(self) -> None:
+        if self.fs.exists(self.path):
+            self.fs.rm(self.path, recursive=True)

@@ -1,0 +1,123 @@
+"""The manifest: what a complete run wrote, written last from the shards' commit records."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pipeline.errors import OutputError
+from pipeline.write.layout import FORMAT, MANIFEST, RUN, SHARDS, OutputDir
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def differing_keys(old: dict, new: dict) -> list[str]:
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def claim_output(out: OutputDir, fingerprint: str, fields: dict, mode: str) -> dict | None:
+    """Make `out` ours, or refuse. Returns the existing manifest if this exact run is complete."""
+    if mode == "overwrite":
+        out.remove()
+    owner = None
+    if out.exists(MANIFEST):
+        owner = out.read_json(MANIFEST)
+    elif out.exists(RUN):
+        owner = out.read_json(RUN)
+    if owner is not None:
+        if owner.get("fingerprint") != fingerprint:
+            keys = differing_keys(owner.get("fingerprint_fields", {}), fields)
+            raise OutputError(
+                f"output {out.uri} holds a run with a different config (differs in: "
+                f"{', '.join(keys) or 'format'}); choose another output or pass "
+                "output.mode=overwrite to replace it"
+            )
+        if out.exists(MANIFEST):
+            return owner
+    out.write_json(
+        {
+            "format": FORMAT,
+            "fingerprint": fingerprint,
+            "fingerprint_fields": fields,
+            "started": time.time(),
+        },
+        RUN,
+    )
+    return None
+
+
+def build_manifest(
+    *,
+    fingerprint: str,
+    fields: dict,
+    model: dict,
+    commits: list[dict],
+    stats: dict,
+    elapsed_s: float,
+) -> dict:
+    shards = sorted(commits, key=lambda c: c["shard"])
+    names = [c["shard"] for c in shards]
+    if len(set(names)) != len(names):
+        raise OutputError("two commits name the same shard; refusing to write the manifest")
+    dims = {c["dim"] for c in shards}
+    if len(dims) > 1:
+        raise OutputError(f"shards disagree on the embedding dimension: {sorted(dims)}")
+    rows = sum(c["rows"] for c in shards)
+    tokens = sum(c["tokens"] for c in shards)
+    skipped = sorted(stats.get("skipped", []), key=lambda s: (s["source"], s["seq_id"]))
+    records = stats.get("records", 0)
+    return {
+        "format": FORMAT,
+        "fingerprint": fingerprint,
+        "fingerprint_fields": fields,
+        "model": model,
+        "pooling": model["pooling"],
+        "dim": dims.pop() if dims else None,
+        "embedding_dtype": "float32",
+        "coordinates": "0-based half-open [start, end) on the forward strand (BED)",
+        "shards": [
+            {
+                "path": f"{SHARDS}/{c['shard']}",
+                "rows": c["rows"],
+                "bytes": c["bytes"],
+                "sha256": c["sha256"],
+            }
+            for c in shards
+        ],
+        "counts": {
+            "inputs": len(stats.get("inputs", [])),
+            "records": records,
+            "records_skipped": len(skipped),
+            "records_embedded": records - len(skipped),
+            "bases": stats.get("bases", 0),
+            "bases_uncovered": stats.get("bases_uncovered", 0),
+            "windows": rows,
+            "windows_skipped_n": stats.get("windows_skipped_n", 0),
+            "windows_dropped": stats.get("windows_dropped", 0),
+            "tokens": tokens,
+        },
+        "skipped_records": skipped,
+        "inputs": sorted(stats.get("inputs", []), key=lambda s: s["uri"]),
+        "elapsed_s": round(elapsed_s, 3),
+        "created": time.time(),
+    }
+
+
+def check_complete(stats: dict, commits: list[dict]) -> None:
+    """Every window made must be in a shard, once: otherwise no manifest is written."""
+    made = stats.get("windows", 0)
+    written = sum(c["rows"] for c in commits)
+    if made != written:
+        raise OutputError(
+            f"{made} windows were made but {written} were written; not writing a manifest"
+        )

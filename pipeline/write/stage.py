@@ -1,0 +1,84 @@
+"""WriteStage: embedded windows -> one Parquet shard per batch, named by the chunks it holds."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.embed.stage import OUTPUT_COLUMNS
+from pipeline.stages import Stage
+from pipeline.write.layout import COMMITS, SHARDS, OutputDir
+
+SORT_KEYS = [
+    ("source", "ascending"),
+    ("seq_id", "ascending"),
+    ("start", "ascending"),
+    ("end", "ascending"),
+    ("strand", "ascending"),
+]
+COMMIT_SCHEMA = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("rows", pa.int64()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),
+        ("tokens", pa.int64()),
+        ("dim", pa.int64()),
+    ]
+)
+
+
+def shard_name(chunk_ids: list[str]) -> str:
+    """Deterministic in the set of chunks: a retried task rewrites the same shard."""
+    h = hashlib.blake2b(digest_size=12)
+    for cid in sorted(chunk_ids):
+        h.update(cid.encode())
+    return f"part-{h.hexdigest()}.parquet"
+
+
+class WriteStage(Stage):
+    needs = (*OUTPUT_COLUMNS, "embedding")
+    adds = tuple(COMMIT_SCHEMA.names)
+
+    def __init__(
+        self,
+        output: str,
+        fingerprint: str,
+        metadata: dict[str, str],
+        compression: str = "zstd",
+        storage_options: dict[str, Any] | None = None,
+    ):
+        self.output = output
+        self.fingerprint = fingerprint
+        self.metadata = metadata
+        self.compression = compression
+        self.storage_options = storage_options
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.check_columns(batch)
+        out = OutputDir(self.output, self.storage_options)
+        table = batch.select([*OUTPUT_COLUMNS, "embedding"]).sort_by(SORT_KEYS)
+        table = table.replace_schema_metadata(
+            {**self.metadata, "dnaembed.fingerprint": self.fingerprint}
+        )
+        name = shard_name(table.column("chunk_id").to_pylist())
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression=self.compression)
+        data = buf.getvalue()
+        commit = {
+            "shard": name,
+            "rows": table.num_rows,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "tokens": int(pc.sum(table.column("n_tokens")).as_py() or 0),
+            "dim": table.schema.field("embedding").type.list_size,
+        }
+        out.write_bytes(data, SHARDS, name)
+        # The commit record follows the shard: a shard without one is not part of the run.
+        out.write_json({**commit, "fingerprint": self.fingerprint}, COMMITS, f"{name}.json")
+        return pa.Table.from_pylist([commit], schema=COMMIT_SCHEMA)
