@@ -32,7 +32,7 @@ class InputConfig:
 @dataclass
 class WindowConfig:
     size: int = 8192
-    stride: int = 8192
+    stride: Any = None  # null: equal to size (no overlap)
     # The final window of a record when shorter than `size`:
     #   keep  - keep it shorter (no padding)
     #   shift - move it left to end at the record end, so it is full-size (more overlap)
@@ -44,6 +44,11 @@ class WindowConfig:
     reverse_complement: bool = False
     # Windows generated per batch handed to the tokenizer.
     batch_windows: int = 512
+
+    @property
+    def step(self) -> int:
+        """The stride in effect: `stride`, or `size` when unset."""
+        return self.stride or self.size
 
 
 @dataclass
@@ -77,6 +82,8 @@ class EmbedConfig:
     gpu_memory_utilization: Any = None
     seed: int = 0
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Environment of the engine actors (e.g. VLLM_ATTENTION_BACKEND).
+    env_vars: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,7 +132,7 @@ def validate(cfg: Config) -> Config:
     w = cfg.window
     if w.size < 1:
         raise ConfigError(f"window.size must be >= 1, got {w.size}")
-    if not 1 <= w.stride <= w.size:
+    if not isinstance(w.step, int) or not 1 <= w.step <= w.size:
         raise ConfigError(
             f"window.stride must be between 1 and window.size ({w.size}), got {w.stride}"
         )
@@ -188,7 +195,11 @@ def fingerprint_fields(cfg: Config) -> dict[str, Any]:
     m = cfg.model
     return {
         "input": asdict(cfg.input),
-        "window": {k: v for k, v in asdict(cfg.window).items() if k != "batch_windows"},
+        # The stride in effect, so `stride=null` and `stride=<size>` are the same run.
+        "window": {
+            **{k: v for k, v in asdict(cfg.window).items() if k != "batch_windows"},
+            "stride": cfg.window.step,
+        },
         "model": {
             "name": m.name,
             "path": m.path,

@@ -9,7 +9,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from pipeline.config import Config, actor_range, fingerprint_fields, model_fingerprint, validate
-from pipeline.embed.engine import FINGERPRINTED_KEYS, EngineSpec, check_engine_kwargs
+from pipeline.embed.engine import (
+    FINGERPRINTED_KEYS,
+    EngineSpec,
+    check_engine_kwargs,
+    engine_env,
+)
 from pipeline.embed.stage import EmbedStage
 from pipeline.models import resolve_model_path, resolve_tokenizer_path
 from pipeline.read.sources import expand_inputs
@@ -174,12 +179,14 @@ def build_dataset(p: Plan, stats: StatsSink) -> Any:
     # One pack (one token budget) per block, so packs spread evenly over the engines.
     ds = ds.repartition(target_num_rows_per_block=1)
     gpu_args = {"num_gpus": p.engine.gpus} if p.engine.gpus else {}
+    env = engine_env(p.engine, cfg.embed.env_vars)
     ds = ds.map_batches(
         actor_class(EmbedStage(p.engine)),
         batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
         num_cpus=cfg.embed.cpus_per_actor,
+        runtime_env={"env_vars": env},
         **gpu_args,
     )
     return ds.map_batches(

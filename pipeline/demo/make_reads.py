@@ -14,12 +14,12 @@ from pipeline.window.windows import reverse_complement
 def make_reads(n: int = 24, seed: int = 7) -> str:
     rng = random.Random(seed)
     with open(GENOME) as f:
-        (_, genome), = list(SimpleFastaParser(f))
+        ((_, genome),) = list(SimpleFastaParser(f))
     lines = []
     for i in range(n):
         length = rng.choice((150, 250, 600, 1200, 3000))
         start = rng.randrange(0, len(genome) - length)
-        seq = genome[start: start + length]
+        seq = genome[start : start + length]
         strand = "+"
         if i % 3 == 1:
             seq, strand = reverse_complement(seq), "-"

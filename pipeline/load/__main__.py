@@ -26,13 +26,25 @@ def summarize(uri: str) -> str:
         emb = table.column("embedding").combine_chunks().flatten().to_numpy()
         emb = emb.reshape(table.num_rows, -1)
         norms = np.linalg.norm(emb, axis=1)
-        lines.append(f"  embedding norms: min {norms.min():.3f} mean {norms.mean():.3f} "
-                     f"max {norms.max():.3f}")
-        head = table.drop_columns(["embedding"]).slice(0, 5).to_pylist()
+        lines.append(
+            f"  embedding norms: min {norms.min():.3f} mean {norms.mean():.3f} "
+            f"max {norms.max():.3f}"
+        )
+        meta = table.drop_columns(["embedding"]).sort_by(
+            [
+                ("source", "ascending"),
+                ("seq_id", "ascending"),
+                ("start", "ascending"),
+                ("strand", "ascending"),
+            ]
+        )
+        head = meta.slice(0, 5).to_pylist()
         lines.append("  first rows (0-based half-open coordinates):")
         for row in head:
-            lines.append(f"    {row['seq_id']}:{row['start']}-{row['end']}({row['strand']}) "
-                         f"{row['n_tokens']} tokens  chunk {row['chunk_id']}")
+            lines.append(
+                f"    {row['seq_id']}:{row['start']}-{row['end']}({row['strand']}) "
+                f"{row['n_tokens']} tokens  chunk {row['chunk_id']}"
+            )
     return "\n".join(lines)
 
 

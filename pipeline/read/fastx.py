@@ -131,8 +131,10 @@ def iter_records(
                     seq_id, normalise(seq, seq_id, uri, invalid_chars, ambiguity_codes), index
                 )
         except ValueError as e:  # Biopython's malformed-record errors
-            after = f" after record {seq_id!r}" if seq_id else ""
-            raise InputError(f"{uri}: malformed {found} record {index + 1}{after}: {e}") from e
+            after = f", after record {seq_id!r}" if seq_id else ""
+            raise InputError(
+                f"{uri}: malformed {found} record {index + 1} (0-based){after}: {e}"
+            ) from e
     if index < 0:
         raise InputError(f"{uri}: no FASTA/FASTQ records found")
 

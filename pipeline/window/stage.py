@@ -50,7 +50,7 @@ class WindowStage(Stage):
                 reason = f"length {len(seq)} < window.min_length {c.min_length}"
             kept = 0
             if reason is None:
-                all_spans = spans(len(seq), c.size, c.stride, c.last)
+                all_spans = spans(len(seq), c.size, c.step, c.last)
                 if not all_spans:
                     reason = f"length {len(seq)} < window.size {c.size} with window.last=drop"
                 else:

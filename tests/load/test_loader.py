@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pipeline.errors import OutputError
+from pipeline.load.loader import load_embeddings
+from pipeline.write.layout import MANIFEST, OutputDir
+from pipeline.write.manifest import build_manifest, claim_output
+from pipeline.write.stage import WriteStage
+from tests.write.test_stage import embedded
+
+
+def finished_run(tmp_path):
+    out = OutputDir(str(tmp_path))
+    claim_output(out, "fp", {}, "error")
+    stage = WriteStage(str(tmp_path), "fp", {})
+    commits = [
+        stage(embedded(5, seed=1).slice(0, 3)).to_pylist()[0],
+        stage(embedded(5, seed=1).slice(3, 2)).to_pylist()[0],
+    ]
+    out.write_json(
+        build_manifest(
+            fingerprint="fp",
+            fields={},
+            model={"pooling": "MEAN"},
+            commits=commits,
+            stats={"windows": 5},
+            elapsed_s=0,
+        ),
+        MANIFEST,
+    )
+    return out
+
+
+def test_loads_what_the_manifest_lists(tmp_path):
+    finished_run(tmp_path)
+    table = load_embeddings(str(tmp_path))
+    assert table.num_rows == 5
+    assert sorted(table.column("chunk_id").to_pylist()) == [f"c{i:03d}" for i in range(5)]
+    assert load_embeddings(str(tmp_path), columns=["chunk_id"]).column_names == ["chunk_id"]
+
+
+def test_stray_shards_are_not_loaded(tmp_path):
+    finished_run(tmp_path)
+    # A shard left by an interrupted attempt, never listed in the manifest.
+    WriteStage(str(tmp_path), "fp", {})(embedded(4, seed=9))
+    assert load_embeddings(str(tmp_path)).num_rows == 5
+
+
+def test_incomplete_and_foreign_outputs_are_refused(tmp_path):
+    out = finished_run(tmp_path / "run")
+    (tmp_path / "run" / MANIFEST).unlink()
+    with pytest.raises(OutputError, match="no manifest: the run is incomplete"):
+        load_embeddings(out.uri)
+    with pytest.raises(OutputError, match="not a dnaembed output"):
+        load_embeddings(str(tmp_path / "elsewhere"))
+
+
+def test_shard_that_disagrees_with_the_manifest(tmp_path):
+    out = finished_run(tmp_path)
+    manifest = out.read_json(MANIFEST)
+    a, b = (tmp_path / s["path"] for s in manifest["shards"])
+    shutil.copy(a, b)
+    with pytest.raises(OutputError, match="rows, the manifest says"):
+        load_embeddings(str(tmp_path))

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import OutputError
+from pipeline.write.layout import MANIFEST, RUN, OutputDir
+from pipeline.write.manifest import build_manifest, check_complete, claim_output, differing_keys
+
+FIELDS = {"window": {"size": 10, "stride": 10}, "model": {"name": "tiny"}}
+
+
+def test_claim_new_then_refuse_other_config(tmp_path):
+    out = OutputDir(str(tmp_path / "o"))
+    assert claim_output(out, "fp1", FIELDS, "error") is None
+    assert out.exists(RUN)
+    assert claim_output(out, "fp1", FIELDS, "error") is None  # same config: ours
+    other = {"window": {"size": 20, "stride": 10}, "model": {"name": "tiny"}}
+    with pytest.raises(OutputError, match=r"different config \(differs in: window.size\)"):
+        claim_output(out, "fp2", other, "error")
+    assert claim_output(out, "fp2", other, "overwrite") is None
+    assert out.read_json(RUN)["fingerprint"] == "fp2"
+
+
+def test_complete_output_is_returned(tmp_path):
+    out = OutputDir(str(tmp_path))
+    out.write_json({"fingerprint": "fp", "fingerprint_fields": FIELDS, "counts": {}}, MANIFEST)
+    assert claim_output(out, "fp", FIELDS, "error")["fingerprint"] == "fp"
+
+
+def test_differing_keys_are_flattened():
+    assert differing_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 4}) == ["a.c", "d"]
+
+
+def commit(name, rows, dim=4):
+    return {"shard": name, "rows": rows, "bytes": 10, "sha256": "x", "tokens": rows * 5, "dim": dim}
+
+
+def test_manifest_counts_and_accounting():
+    stats = {
+        "records": 5,
+        "bases": 500,
+        "windows": 7,
+        "inputs": [{"uri": "a"}],
+        "skipped": [{"source": "a", "seq_id": "e", "reason": "empty sequence"}],
+    }
+    m = build_manifest(
+        fingerprint="fp",
+        fields=FIELDS,
+        model={"name": "tiny", "pooling": "MEAN"},
+        commits=[commit("b", 3), commit("a", 4)],
+        stats=stats,
+        elapsed_s=1.0,
+    )
+    assert [s["path"] for s in m["shards"]] == ["shards/a", "shards/b"]
+    c = m["counts"]
+    assert (c["records"], c["records_skipped"], c["records_embedded"]) == (5, 1, 4)
+    assert (c["windows"], c["tokens"]) == (7, 35)
+    assert m["dim"] == 4 and m["pooling"] == "MEAN"
+    check_complete(stats, [commit("b", 3), commit("a", 4)])
+    with pytest.raises(OutputError, match="7 windows were made but 6 were written"):
+        check_complete(stats, [commit("b", 3), commit("a", 3)])
+
+
+def test_manifest_refuses_inconsistent_commits():
+    kw = dict(fingerprint="fp", fields=FIELDS, model={"pooling": "MEAN"}, stats={}, elapsed_s=0)
+    with pytest.raises(OutputError, match="same shard"):
+        build_manifest(commits=[commit("a", 1), commit("a", 1)], **kw)
+    with pytest.raises(OutputError, match="dimension"):
+        build_manifest(commits=[commit("a", 1, 4), commit("b", 1, 8)], **kw)
