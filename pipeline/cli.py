@@ -90,7 +90,7 @@ def to_config(cfg: DictConfig) -> Config:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
-        groups = "input, window, model, embed, output, ray"
+        groups = "input, window, model, embed, output, storage, ray"
         print(USAGE.format(models=" | ".join(group_options("model")), groups=groups))
         return 0
     show_only = "--cfg" in args

@@ -27,6 +27,9 @@ class InputConfig:
     invalid_chars: str = "error"  # error | to_n
     # IUPAC ambiguity codes (R, Y, ...): keep for the tokenizer, or map to N.
     ambiguity_codes: str = "to_n"  # to_n | keep
+    # A malformed record or a broken file: stop the run (error), or skip it and list it in
+    # the manifest (skip).
+    on_error: str = "error"  # error | skip
 
 
 @dataclass
@@ -96,6 +99,27 @@ class OutputConfig:
 
 
 @dataclass
+class S3Config:
+    # Credentials never go here: s3fs reads them from the environment, the AWS profile or the
+    # instance role, so no log, manifest or saved config can hold them.
+    endpoint_url: Any = None
+    region: Any = None
+    profile: Any = None
+    anon: bool = False
+
+
+@dataclass
+class StorageConfig:
+    s3: S3Config = field(default_factory=S3Config)
+
+    def options(self) -> dict[str, dict[str, Any]]:
+        """fsspec keyword arguments per protocol."""
+        from pipeline.storage import s3_options
+
+        return {"s3": s3_options(**asdict(self.s3))}
+
+
+@dataclass
 class RayConfig:
     # null starts a local Ray; "auto" joins the cluster this process runs on.
     address: Any = None
@@ -112,6 +136,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -125,6 +150,7 @@ def validate(cfg: Config) -> Config:
     _one_of("input.format", cfg.input.format, ("auto", "fasta", "fastq"))
     _one_of("input.invalid_chars", cfg.input.invalid_chars, ("error", "to_n"))
     _one_of("input.ambiguity_codes", cfg.input.ambiguity_codes, ("to_n", "keep"))
+    _one_of("input.on_error", cfg.input.on_error, ("error", "skip"))
     paths = cfg.input.path if isinstance(cfg.input.path, list | tuple) else [cfg.input.path]
     if not paths or not all(isinstance(p, str) and p for p in paths):
         raise ConfigError(f"input.path must be a path, glob or URI (or a list), got {paths!r}")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline import faults
 from pipeline.config import Config, actor_range, fingerprint_fields, model_fingerprint, validate
 from pipeline.embed.engine import (
     FINGERPRINTED_KEYS,
@@ -25,7 +26,8 @@ from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, check_windo
 from pipeline.util import stable_hash
 from pipeline.window.stage import WindowStage
 from pipeline.write.layout import CONFIG, MANIFEST, OutputDir
-from pipeline.write.manifest import build_manifest, check_complete, claim_output
+from pipeline.write.manifest import build_manifest, claim_output
+from pipeline.write.resume import SkipCommitted, check_exactly_once, scan_committed
 from pipeline.write.stage import WriteStage
 
 
@@ -85,7 +87,7 @@ def plan(cfg: Config) -> Plan:
     engine_kwargs = {**cfg.model.engine_kwargs, **cfg.embed.engine_kwargs}
     check_engine_kwargs(cfg.model.engine_kwargs, "model.engine_kwargs")
     check_engine_kwargs(cfg.embed.engine_kwargs)
-    sources = expand_inputs(cfg.input.path)
+    sources = expand_inputs(cfg.input.path, cfg.storage.options())
     model_path = resolve_model_path(cfg.model)
     tok_spec = TokenizerSpec(
         path=resolve_tokenizer_path(cfg.model),
@@ -146,42 +148,61 @@ def _resolve_device(device: str) -> str:
     return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
-def build_dataset(p: Plan, stats: StatsSink) -> Any:
-    """The Ray Data plan; nothing runs until it is consumed."""
+def build_dataset(p: Plan, stats: StatsSink, done: Any = None) -> Any:
+    """The Ray Data plan; nothing runs until it is consumed. `done`: committed chunk ids."""
     import ray
 
     cfg = p.cfg
     cpus = cfg.ray.cpus_per_task
+    storage = cfg.storage.options()
+    # An armed fault (tests only) reaches every worker.
+    task_env = {"runtime_env": {"env_vars": faults.env()}} if faults.env() else {}
     lo, hi = actor_range(cfg.embed.num_actors)
     ds = ray.data.from_items(
         [{"source": s.uri} for s in p.sources], override_num_blocks=len(p.sources)
     )
     ds = ds.map_batches(
         ReadStage(
-            cfg.input.format, cfg.input.invalid_chars, cfg.input.ambiguity_codes, stats=stats
+            cfg.input.format,
+            cfg.input.invalid_chars,
+            cfg.input.ambiguity_codes,
+            cfg.input.on_error,
+            storage,
+            stats,
         ),
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=cpus,
+        **task_env,
     )
     ds = ds.map_batches(
         WindowStage(cfg.window, p.model_key, stats),
         batch_size=None,
         batch_format="pyarrow",
         num_cpus=cpus,
+        **task_env,
     )
+    if done is not None:
+        ds = ds.map_batches(
+            SkipCommitted(done, stats),
+            batch_size=None,
+            batch_format="pyarrow",
+            num_cpus=cpus,
+            **task_env,
+        )
     ds = ds.map_batches(
         TokenizeStage(p.tokenizer, cfg.model.max_model_len, cfg.embed.max_batch_tokens),
         batch_size=None,
         batch_format="pyarrow",
         num_cpus=cpus,
+        **task_env,
     )
     # One pack (one token budget) per block, so packs spread evenly over the engines.
     ds = ds.repartition(target_num_rows_per_block=1)
     gpu_args = {"num_gpus": p.engine.gpus} if p.engine.gpus else {}
-    env = engine_env(p.engine, cfg.embed.env_vars)
+    env = {**engine_env(p.engine, cfg.embed.env_vars), **faults.env()}
     ds = ds.map_batches(
-        actor_class(EmbedStage(p.engine)),
+        actor_class(EmbedStage(p.engine, stats)),
         batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
@@ -195,26 +216,34 @@ def build_dataset(p: Plan, stats: StatsSink) -> Any:
             p.fingerprint,
             {"dnaembed.model": p.model_info["name"], "dnaembed.pooling": cfg.model.pooling},
             cfg.output.compression,
+            storage,
         ),
         batch_size=cfg.output.rows_per_shard,
         batch_format="pyarrow",
         num_cpus=cpus,
+        **task_env,
     )
 
 
 def run(cfg: Config, echo=print) -> RunSummary:
-    """Embed `cfg.input` into `cfg.output`; returns the summary (also printed)."""
+    """Embed `cfg.input` into `cfg.output`, resuming what an earlier attempt committed."""
     t0 = time.perf_counter()
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     echo(f"dnaembed config:\n{resolved}")
     p = plan(cfg)
-    out = OutputDir(cfg.output.path)
+    out = OutputDir(cfg.output.path, cfg.storage.options())
     existing = claim_output(out, p.fingerprint, p.fields, cfg.output.mode)
     if existing is not None:
         summary = RunSummary.from_manifest(cfg.output.path, existing, already_complete=True)
         echo(summary.line())
         return summary
     out.write_bytes(resolved.encode(), CONFIG)
+    committed = scan_committed(out, p.fingerprint)
+    if committed.rows:
+        echo(
+            f"dnaembed: resuming: {committed.rows} windows already in "
+            f"{len(committed.shards)} committed shards"
+        )
 
     import ray
     from ray.data import DataContext
@@ -226,9 +255,13 @@ def run(cfg: Config, echo=print) -> RunSummary:
         DataContext.get_current().enable_progress_bars = cfg.ray.progress_bars
         stats_actor = ray.remote(RunStats).options(num_cpus=0).remote()
         stats = StatsSink(stats_actor)
-        commits = list(build_dataset(p, stats).iter_rows())
+        done = ray.put(committed.ids) if committed.rows else None
+        commits = []
+        for row in build_dataset(p, stats, done).iter_rows():
+            commits.append(row)
+            faults.trigger("driver.commits", len(commits))
         totals = stats.totals()
-        check_complete(totals, commits)
+        check_exactly_once(totals, commits, committed)
         manifest = build_manifest(
             fingerprint=p.fingerprint,
             fields=p.fields,
@@ -237,7 +270,7 @@ def run(cfg: Config, echo=print) -> RunSummary:
                 "device": p.engine.device,
                 "tensor_parallel_size": p.engine.tensor_parallel_size,
             },
-            commits=commits,
+            commits=committed.shards + commits,
             stats=totals,
             elapsed_s=time.perf_counter() - t0,
         )
@@ -250,7 +283,3 @@ def run(cfg: Config, echo=print) -> RunSummary:
     summary = RunSummary.from_manifest(cfg.output.path, manifest, already_complete=False)
     echo(summary.line())
     return summary
-
-
-def summary_dict(s: RunSummary) -> dict:
-    return {**asdict(s), "tokens_per_s": s.tokens_per_s}

@@ -6,28 +6,49 @@ profile, so nothing we print or save can contain them.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+import time
 import uuid
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline import faults
 
-def storage_options(uri: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Options for the filesystem of `uri`; only object-store URIs take any."""
-    if not options or "://" not in uri or uri.startswith("file://"):
-        return {}
-    return {k: v for k, v in options.items() if v is not None}
+log = logging.getLogger(__name__)
+
+_CHUNK = 8 << 20
+# Errors worth another try: the network and the object store's throttling, not our bugs.
+_TRANSIENT = (ConnectionError, TimeoutError)
+_RETRIES = 4
+
+
+def s3_options(
+    endpoint_url: Any = None, region: Any = None, profile: Any = None, anon: bool = False
+) -> dict[str, Any]:
+    """s3fs keyword arguments from `storage.s3.*` (never credentials)."""
+    opts: dict[str, Any] = {}
+    if endpoint_url:
+        opts["endpoint_url"] = str(endpoint_url)
+    if region:
+        opts["client_kwargs"] = {"region_name": str(region)}
+    if profile:
+        opts["profile"] = str(profile)
+    if anon:
+        opts["anon"] = True
+    return opts
 
 
 def get_fs(
     uri: str, options: dict[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path within it) for a local path or URI."""
-    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri, options))
-    return fs, path
+    """(filesystem, path within it). `options` maps a protocol ("s3") to its fsspec kwargs."""
+    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    kwargs = dict((options or {}).get(protocol, {}))
+    return fsspec.core.url_to_fs(uri, **kwargs)
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -46,20 +67,25 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base.rstrip("/"), *parts) if "://" in base else os.path.join(base, *parts)
 
 
-def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Make `data` visible at `path` only whole.
+def _pieces(data: bytes):
+    """Chunks of `data`; with a write fault armed, the stream breaks after that many bytes."""
+    stop = faults.limit("write.bytes")
+    end = len(data) if stop is None else min(stop, len(data))
+    for lo in range(0, end, _CHUNK):
+        yield data[lo : min(lo + _CHUNK, end)]
+    if stop is not None:
+        faults.trigger("write.bytes", end)
 
-    Local disk: temp file in the same directory, fsync, os.replace. Object stores: one PUT
-    (s3fs sends one request, or a multipart upload completed only at the end), never a
-    copy-and-delete rename.
-    """
+
+def _write_once(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if is_local(fs):
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                for piece in _pieces(data):
+                    f.write(piece)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -67,4 +93,32 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return
-    fs.pipe_file(path, data)
+    # fsspec's context manager commits on error too, leaving a partial object: so no `with`.
+    # Small data goes in one PUT at close; large data as a multipart upload that becomes
+    # visible only when completed, and is aborted on any error.
+    f = fs.open(path, "wb", block_size=max(5 << 20, _CHUNK))
+    try:
+        for piece in _pieces(data):
+            f.write(piece)
+    except BaseException:
+        f.discard()
+        f.closed = True
+        raise
+    f.close()
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Make `data` visible at `path` only whole; retry transient storage errors.
+
+    Local disk: temp file in the same directory, fsync, os.replace. Object stores: one PUT, or
+    a multipart upload completed only at the end; never a copy-and-delete rename.
+    """
+    for attempt in range(_RETRIES):
+        try:
+            _write_once(fs, path, data)
+            return
+        except _TRANSIENT as e:
+            if attempt == _RETRIES - 1:
+                raise
+            log.warning("retrying write of %s after %s", path, type(e).__name__)
+            time.sleep(0.5 * 2**attempt)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import asdict, is_dataclass
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -8,7 +10,7 @@ from pipeline.config import Config, actor_range, validate
 from pipeline.errors import ConfigError
 
 BASE = ["input=x.fa", "output=out", "model=tiny"]
-GROUPS = ["input", "window", "model", "embed", "output", "ray"]
+GROUPS = ["input", "window", "model", "embed", "output", "storage", "ray"]
 
 
 def test_every_group_has_options():
@@ -27,7 +29,8 @@ def test_every_group_option_composes_and_instantiates(group, option):
     node = getattr(cfg, group)
     for key, value in raw.items():
         if value != "???":
-            assert getattr(node, key) == value, (group, option, key)
+            got = getattr(node, key)
+            assert (asdict(got) if is_dataclass(got) else got) == value, (group, option, key)
     validate(cfg)
 
 

@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline import faults
 from pipeline.embed.engine import EngineSpec, build_llm
-from pipeline.stages import Stage
+from pipeline.stages import Stage, StatsSink, report_key
 from pipeline.tokenize.pack import PACK_COLUMN, unpack
 
 OUTPUT_COLUMNS = ("chunk_id", "source", "seq_id", "start", "end", "strand", "n_tokens")
@@ -22,9 +23,11 @@ class EmbedStage(Stage):
     needs = (PACK_COLUMN,)
     adds = ("embedding",)
 
-    def __init__(self, spec: EngineSpec):
+    def __init__(self, spec: EngineSpec, stats: StatsSink | None = None):
         self.spec = spec
+        self.stats = stats or StatsSink()
         self.llm: Any = None
+        self.packs_done = 0
 
     def setup(self) -> None:
         self.llm = build_llm(self.spec)
@@ -64,4 +67,14 @@ class EmbedStage(Stage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_columns(batch)
-        return self.embed_windows(unpack(batch))
+        windows = unpack(batch)
+        out = self.embed_windows(windows)
+        self.packs_done += 1
+        faults.trigger("embed.pack", self.packs_done)
+        if out.num_rows:
+            # Engine requests that completed, keyed by pack: a retried pack counts once.
+            self.stats.put(
+                report_key("embed", out.column("chunk_id")[0].as_py()),
+                {"windows_embedded": out.num_rows},
+            )
+        return out

@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from Bio.SeqIO.FastaIO import SimpleFastaParser
-from Bio.SeqIO.QualityIO import FastqGeneralIterator
 
 from pipeline.config import IUPAC_DNA
 from pipeline.errors import InputError
+from pipeline.read.fastq import Malformed, parse_fastq
 from pipeline.read.sources import format_from_name
 from pipeline.storage import get_fs
 
 _INVALID = re.compile(f"[^{IUPAC_DNA}]")
 _AMBIGUITY_TO_N = str.maketrans({c: "N" for c in IUPAC_DNA if c not in "ACGTN"})
 _GZIP_MAGIC = b"\x1f\x8b"
-_SNIFF_BYTES = 1 << 16
+_SNIFF_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,15 @@ class Record:
     seq_id: str
     sequence: str  # uppercase, validated, normalised as configured
     index: int  # 0-based position of the record in its file
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A record left out under input.on_error=skip, and why."""
+
+    index: int
+    seq_id: str
+    reason: str
 
 
 @contextlib.contextmanager
@@ -57,8 +66,15 @@ def open_binary(uri: str, options: dict[str, Any] | None = None) -> Iterator[io.
 
 def sniff_format(uri: str, options: dict[str, Any] | None = None) -> str | None:
     """fasta | fastq from the first non-blank byte; None for an empty file."""
+    # Read only as far as the first byte that is not blank: a truncated gzip file must fail
+    # where its data ends, after the records before that point, not here.
+    head = b""
     with _decode_errors(uri), open_binary(uri, options) as f:
-        head = f.read(_SNIFF_BYTES).lstrip()
+        while not head:
+            block = f.read(_SNIFF_BYTES)
+            if not block:
+                break
+            head = block.lstrip()
     if not head:
         return None
     if head[:1] == b">":
@@ -103,8 +119,14 @@ def iter_records(
     invalid_chars: str = "error",
     ambiguity_codes: str = "to_n",
     options: dict[str, Any] | None = None,
-) -> Iterator[Record]:
-    """Yield the records of one file; errors name file, record and reason."""
+    on_error: str = "error",
+) -> Iterator[Record | Skipped]:
+    """Yield the records of one file; errors name file, record and reason.
+
+    With on_error="skip", a malformed record, a duplicate id, an empty header or a character
+    outside IUPAC DNA yields Skipped (with the reason) instead of raising. Errors of the whole
+    file (truncated gzip, not FASTA/FASTQ, empty) still raise InputError.
+    """
     found = sniff_format(uri, options)
     if found is None:
         raise InputError(f"{uri}: no FASTA/FASTQ records (the file is empty)")
@@ -113,32 +135,34 @@ def iter_records(
 
     seen: set[str] = set()
     index = -1
-    seq_id = None
     with _decode_errors(uri), open_binary(uri, options) as f:
         # latin-1 decodes every byte, so a stray byte reaches the validator, which names
         # its record and position, instead of failing somewhere inside the decoder.
         text = io.TextIOWrapper(f, encoding="latin-1", newline=None)
-        parsed = SimpleFastaParser(text) if found == "fasta" else _fastq(text)
-        try:
-            for index, (title, seq) in enumerate(parsed):
+        parsed = SimpleFastaParser(text) if found == "fasta" else parse_fastq(text)
+        for index, item in enumerate(parsed):
+            try:
+                if isinstance(item, Malformed):
+                    raise InputError(
+                        f"{uri}: malformed fastq record {index} (0-based)"
+                        + (f" {item.title.split(None, 1)[0]!r}" if item.title.strip() else "")
+                        + f": {item.reason}"
+                    )
+                title, seq = item
                 seq_id = title.split(None, 1)[0] if title.strip() else ""
                 if not seq_id:
                     raise InputError(f"{uri}: record {index} has an empty header")
                 if seq_id in seen:
                     raise InputError(f"{uri}: duplicate sequence id {seq_id!r} (record {index})")
                 seen.add(seq_id)
-                yield Record(
-                    seq_id, normalise(seq, seq_id, uri, invalid_chars, ambiguity_codes), index
-                )
-        except ValueError as e:  # Biopython's malformed-record errors
-            after = f", after record {seq_id!r}" if seq_id else ""
-            raise InputError(
-                f"{uri}: malformed {found} record {index + 1} (0-based){after}: {e}"
-            ) from e
+                seq = normalise(seq, seq_id, uri, invalid_chars, ambiguity_codes)
+            except InputError as e:
+                if on_error != "skip":
+                    raise
+                title = item.title if isinstance(item, Malformed) else item[0]
+                name = title.split(None, 1)[0] if title.strip() else f"#{index}"
+                yield Skipped(index, name, str(e).removeprefix(f"{uri}: "))
+                continue
+            yield Record(seq_id, seq, index)
     if index < 0:
         raise InputError(f"{uri}: no FASTA/FASTQ records found")
-
-
-def _fastq(text: io.TextIOBase) -> Iterator[tuple[str, str]]:
-    for title, seq, _qual in FastqGeneralIterator(text):
-        yield title, seq

@@ -7,7 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.read.fastx import iter_records
+from pipeline.errors import InputError
+from pipeline.read.fastx import Skipped, iter_records
 from pipeline.stages import Stage, StatsSink, report_key
 
 RECORD_SCHEMA = pa.schema(
@@ -29,6 +30,7 @@ class ReadStage(Stage):
         fmt: str = "auto",
         invalid_chars: str = "error",
         ambiguity_codes: str = "to_n",
+        on_error: str = "error",
         storage_options: dict[str, Any] | None = None,
         stats: StatsSink | None = None,
         max_batch_bases: int = 64 << 20,
@@ -37,6 +39,7 @@ class ReadStage(Stage):
         self.fmt = fmt
         self.invalid_chars = invalid_chars
         self.ambiguity_codes = ambiguity_codes
+        self.on_error = on_error
         self.storage_options = storage_options
         self.stats = stats or StatsSink()
         self.max_batch_bases = max_batch_bases
@@ -50,28 +53,52 @@ class ReadStage(Stage):
     def read_file(self, uri: str) -> Iterator[pa.Table]:
         rows: dict[str, list] = {k: [] for k in RECORD_SCHEMA.names}
         records = bases = pending = 0
-        for rec in iter_records(
-            uri, self.fmt, self.invalid_chars, self.ambiguity_codes, self.storage_options
-        ):
-            rows["source"].append(uri)
-            rows["seq_id"].append(rec.seq_id)
-            rows["record_index"].append(rec.index)
-            rows["sequence"].append(rec.sequence)
-            records += 1
-            bases += len(rec.sequence)
-            pending += len(rec.sequence)
-            if pending >= self.max_batch_bases or len(rows["seq_id"]) >= self.max_batch_records:
-                yield pa.Table.from_pydict(rows, schema=RECORD_SCHEMA)
-                rows = {k: [] for k in RECORD_SCHEMA.names}
-                pending = 0
+        skipped: list[dict] = []
+        errors: list[dict] = []
+        items = iter_records(
+            uri,
+            self.fmt,
+            self.invalid_chars,
+            self.ambiguity_codes,
+            self.storage_options,
+            self.on_error,
+        )
+        try:
+            for rec in items:
+                records += 1
+                if isinstance(rec, Skipped):
+                    skipped.append({"source": uri, "seq_id": rec.seq_id, "reason": rec.reason})
+                    continue
+                rows["source"].append(uri)
+                rows["seq_id"].append(rec.seq_id)
+                rows["record_index"].append(rec.index)
+                rows["sequence"].append(rec.sequence)
+                bases += len(rec.sequence)
+                pending += len(rec.sequence)
+                if pending >= self.max_batch_bases or len(rows["seq_id"]) >= self.max_batch_records:
+                    yield pa.Table.from_pydict(rows, schema=RECORD_SCHEMA)
+                    rows = {k: [] for k in RECORD_SCHEMA.names}
+                    pending = 0
+        except InputError as e:
+            if self.on_error != "skip":
+                raise
+            # The file breaks off here: what came before is kept, and the break is reported,
+            # so the corpus is never silently shorter.
+            errors.append({"uri": uri, "reason": str(e), "records_read": records})
         if rows["seq_id"]:
             yield pa.Table.from_pydict(rows, schema=RECORD_SCHEMA)
-        # Reported once the whole file parsed: a file that fails midway reports nothing.
+        # Reported once the file is done: a task that dies midway reports nothing, and its
+        # retry reports under the same key.
         self.stats.put(
             report_key("read", uri),
             {
                 "records": records,
                 "bases": bases,
-                "inputs": [{"uri": uri, "records": records, "bases": bases}],
+                "records_skipped": len(skipped),
+                "skipped": skipped,
+                "input_errors": errors,
+                "inputs": [
+                    {"uri": uri, "records": records, "bases": bases, "complete": not errors}
+                ],
             },
         )

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from pipeline.config import WindowConfig
 from pipeline.stages import Stage, StatsSink, report_key
-from pipeline.window.windows import chunk_id, reverse_complement, spans
+from pipeline.window.windows import chunk_id, id_array, id_hash, reverse_complement, spans
 
 WINDOW_SCHEMA = pa.schema(
     [
@@ -32,12 +32,25 @@ class WindowStage(Stage):
         self.model_key = model_key
         self.stats = stats or StatsSink()
 
+    @staticmethod
+    def _emit(rows: dict[str, list], counts: dict[str, int]) -> pa.Table:
+        table = pa.Table.from_pydict(rows, schema=WINDOW_SCHEMA)
+        counts["windows"] += table.num_rows
+        counts["windows_hash"] += id_hash(id_array(table.column("chunk_id")))
+        return table
+
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         self.check_columns(batch)
         c = self.cfg
         strands = ("+", "-") if c.reverse_complement else ("+",)
         rows: dict[str, list] = {k: [] for k in WINDOW_SCHEMA.names}
-        counts = {"windows": 0, "windows_skipped_n": 0, "windows_dropped": 0, "bases_uncovered": 0}
+        counts = {
+            "windows": 0,
+            "windows_hash": 0,
+            "windows_skipped_n": 0,
+            "windows_dropped": 0,
+            "bases_uncovered": 0,
+        }
         skipped: list[dict] = []
         sources = batch.column("source").to_pylist()
         seq_ids = batch.column("seq_id").to_pylist()
@@ -76,8 +89,7 @@ class WindowStage(Stage):
                         rows["sequence"].append(sub if strand == "+" else reverse_complement(sub))
                         kept += 1
                     if len(rows["chunk_id"]) >= c.batch_windows:
-                        counts["windows"] += len(rows["chunk_id"])
-                        yield pa.Table.from_pydict(rows, schema=WINDOW_SCHEMA)
+                        yield self._emit(rows, counts)
                         rows = {k: [] for k in WINDOW_SCHEMA.names}
                 if reason is None and kept == 0:
                     reason = (
@@ -87,8 +99,7 @@ class WindowStage(Stage):
             if reason is not None:
                 skipped.append({"source": source, "seq_id": seq_id, "reason": reason})
         if rows["chunk_id"]:
-            counts["windows"] += len(rows["chunk_id"])
-            yield pa.Table.from_pydict(rows, schema=WINDOW_SCHEMA)
+            yield self._emit(rows, counts)
         # One report per input batch, keyed by its first record (each record is in exactly
         # one batch): a retried task overwrites its report instead of counting twice.
         if batch.num_rows:

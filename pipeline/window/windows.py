@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+import pyarrow as pa
+
 _COMPLEMENT = str.maketrans("ACGTRYKMSWBDHVN", "TGCAYRMKSWVHDBN")
 
 
@@ -46,3 +49,31 @@ def chunk_id(source: str, seq_id: str, start: int, end: int, strand: str, model_
     """Deterministic id of one window's embedding: input, record, span, strand and model."""
     key = "\x1f".join((source, seq_id, str(start), str(end), strand, model_key))
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+MASK = (1 << 64) - 1
+ID_LEN = 32
+
+
+def id_array(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Chunk ids as a numpy S32 array (zero-copy when the Arrow buffers allow)."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if len(ids) == 0:
+        return np.zeros(0, dtype=f"S{ID_LEN}")
+    if ids.type == pa.string() and ids.null_count == 0:
+        offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[
+            ids.offset : ids.offset + len(ids) + 1
+        ]
+        if offsets[-1] - offsets[0] == ID_LEN * len(ids) and (np.diff(offsets) == ID_LEN).all():
+            data = ids.buffers()[2]
+            return np.frombuffer(data, dtype=f"S{ID_LEN}", count=len(ids), offset=int(offsets[0]))
+    return np.array(ids.to_pylist(), dtype=f"S{ID_LEN}")
+
+
+def id_hash(ids: np.ndarray) -> int:
+    """Sum mod 2^64 of the ids' first 64 bits: order-free, so any grouping agrees."""
+    if ids.size == 0:
+        return 0
+    raw = np.frombuffer(bytes.fromhex(ids.tobytes().decode()), dtype=">u8").reshape(-1, 2)
+    return int(raw[:, 0].astype(np.uint64).sum(dtype=np.uint64))

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from pipeline.embed.stage import OUTPUT_COLUMNS
 from pipeline.stages import Stage
+from pipeline.window.windows import id_array, id_hash
 from pipeline.write.layout import COMMITS, SHARDS, OutputDir
 
 SORT_KEYS = [
@@ -29,6 +30,7 @@ COMMIT_SCHEMA = pa.schema(
         ("sha256", pa.string()),
         ("tokens", pa.int64()),
         ("dim", pa.int64()),
+        ("ids_hash", pa.uint64()),
     ]
 )
 
@@ -77,6 +79,7 @@ class WriteStage(Stage):
             "sha256": hashlib.sha256(data).hexdigest(),
             "tokens": int(pc.sum(table.column("n_tokens")).as_py() or 0),
             "dim": table.schema.field("embedding").type.list_size,
+            "ids_hash": id_hash(id_array(table.column("chunk_id"))),
         }
         out.write_bytes(data, SHARDS, name)
         # The commit record follows the shard: a shard without one is not part of the run.

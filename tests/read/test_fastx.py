@@ -118,6 +118,8 @@ def test_truncated_gzip_names_the_file(tmp_path):
 def test_fastq_quality_length_mismatch(tmp_path):
     path = write(tmp_path / "x.fq", "@r1\nACGT\n+\nIIII\n@r2\nACGT\n+\nII\n")
     with pytest.raises(
-        InputError, match=r"x\.fq: malformed fastq record 1 \(0-based\), after record 'r1'"
+        InputError,
+        match=r"x\.fq: malformed fastq record 1 \(0-based\) 'r2': quality has 2 characters, "
+        r"the sequence 4",
     ):
         read_all(path)

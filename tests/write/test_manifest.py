@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.errors import OutputError
 from pipeline.write.layout import MANIFEST, RUN, OutputDir
-from pipeline.write.manifest import build_manifest, check_complete, claim_output, differing_keys
+from pipeline.write.manifest import build_manifest, claim_output, differing_keys
 
 FIELDS = {"window": {"size": 10, "stride": 10}, "model": {"name": "tiny"}}
 
@@ -56,9 +56,6 @@ def test_manifest_counts_and_accounting():
     assert (c["records"], c["records_skipped"], c["records_embedded"]) == (5, 1, 4)
     assert (c["windows"], c["tokens"]) == (7, 35)
     assert m["dim"] == 4 and m["pooling"] == "MEAN"
-    check_complete(stats, [commit("b", 3), commit("a", 4)])
-    with pytest.raises(OutputError, match="7 windows were made but 6 were written"):
-        check_complete(stats, [commit("b", 3), commit("a", 3)])
 
 
 def test_manifest_refuses_inconsistent_commits():

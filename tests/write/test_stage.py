@@ -16,7 +16,9 @@ def embedded(n: int, dim: int = 4, seed: int = 0) -> pa.Table:
     emb = rng.standard_normal((n, dim)).astype(np.float32)
     return pa.table(
         {
-            "chunk_id": [f"c{i:03d}" for i in range(n)],
+            "chunk_id": [
+                hashlib.blake2b(str(i).encode(), digest_size=16).hexdigest() for i in range(n)
+            ],
             "source": ["s"] * n,
             "seq_id": [f"r{i % 3}" for i in range(n)],
             "start": pa.array([i * 10 for i in range(n)], pa.int64()),
@@ -44,7 +46,9 @@ def test_shard_is_whole_named_by_content_and_committed(tmp_path):
     assert back.schema.metadata[b"dnaembed.fingerprint"] == b"fp"
     # Sorted by coordinates; same set of rows.
     assert back.column("seq_id").to_pylist() == sorted(back.column("seq_id").to_pylist())
-    assert sorted(back.column("chunk_id").to_pylist()) == table.column("chunk_id").to_pylist()
+    assert sorted(back.column("chunk_id").to_pylist()) == sorted(
+        table.column("chunk_id").to_pylist()
+    )
     assert not [p for p in (tmp_path / "shards").iterdir() if p.name.startswith(".tmp")]
 
 
