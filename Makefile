@@ -9,7 +9,7 @@ STAMP := $(VENV)/.dnaembed-installed-$(shell cksum pyproject.toml Makefile | cks
 
 DEMO_OUT ?= outputs/demo
 
-.PHONY: install demo test lint clean
+.PHONY: install demo s3-demo test lint clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ demo: $(STAMP)
 		window.size=2048 window.stride=1536 embed.max_batch_tokens=16384 \
 		output.rows_per_shard=16
 	$(PY) -m pipeline.load $(DEMO_OUT)
+
+# The same demo with input and output on S3 (a local moto server); not a quick-start command.
+s3-demo: $(STAMP)
+	$(PY) -m pipeline.demo.s3
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -78,6 +78,9 @@ class EmbedConfig:
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     cpus_per_actor: float = 1.0
+    # Restarts of a dead engine actor (its pack is retried on the new one); bounded, so a
+    # pack that kills every engine fails the run instead of looping.
+    max_restarts: int = 4
     # Token budget of one engine call; a window is never split, so one window may exceed it.
     max_batch_tokens: int = 262144
     # Fraction of GPU memory (of CPU RAM on the CPU build) for weights + KV cache; null = 0.9 on

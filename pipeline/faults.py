@@ -1,7 +1,7 @@
 """Fault injection for the fault tests. Inert unless DNAEMBED_FAULT is set.
 
 DNAEMBED_FAULT is JSON: {"point": ..., "after": N, "action": "exit" | "raise", "once": PATH}.
-Points: "embed.pack" (an engine actor, after N packs), "write.bytes" (a shard writer, after N
+Points: "embed.pack" (an engine actor, after N packs), "write.bytes" (a shard upload, after N
 bytes), "driver.commits" (the driver, after N shard commits). `exit` kills the process the way
 a preempted node does (no cleanup); `raise` fails the operation. With `once`, only the first
 process to create the file PATH fires, so a restarted actor does not die again.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -40,6 +40,8 @@ class RunSummary:
     tokens: int
     elapsed_s: float
     already_complete: bool = False
+    windows_resumed: int = 0
+    input_errors: list = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -47,11 +49,16 @@ class RunSummary:
 
     def line(self) -> str:
         state = "already complete, nothing to do: " if self.already_complete else ""
-        return (
+        resumed = f" ({self.windows_resumed} resumed)" if self.windows_resumed else ""
+        text = (
             f"dnaembed: {state}{self.records} records ({self.records_skipped} skipped), "
-            f"{self.windows} windows, {self.tokens} tokens in {self.elapsed_s:.1f} s "
+            f"{self.windows} windows{resumed}, {self.tokens} tokens in {self.elapsed_s:.1f} s "
             f"({self.tokens_per_s:,.0f} tokens/s) -> {self.output}"
         )
+        for e in self.input_errors:
+            text += f"\ndnaembed: warning: input broke off after {e['records_read']} records: "
+            text += e["reason"]
+        return text
 
     @classmethod
     def from_manifest(cls, output: str, manifest: dict, already_complete: bool) -> RunSummary:
@@ -64,6 +71,8 @@ class RunSummary:
             c["tokens"],
             manifest["elapsed_s"],
             already_complete,
+            c.get("windows_resumed", 0),
+            manifest.get("input_errors", []),
         )
 
 
@@ -207,6 +216,7 @@ def build_dataset(p: Plan, stats: StatsSink, done: Any = None) -> Any:
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
         num_cpus=cfg.embed.cpus_per_actor,
+        max_restarts=cfg.embed.max_restarts,
         runtime_env={"env_vars": env},
         **gpu_args,
     )

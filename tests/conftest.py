@@ -2,11 +2,26 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import uuid
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Credentials for the local S3 server, set before Ray starts so its workers inherit them as
+# they would on a cluster. The secret is unique to this session: tests grep for it.
+SECRET = f"dnaembed-test-secret-{uuid.uuid4().hex}"
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "dnaembed-test-key",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+    }
+)
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEMO_GENOME = REPO / "pipeline" / "demo" / "NC_045512.2.fasta"
 
@@ -33,6 +48,33 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 HTTP API on loopback: moto's server (what s3fs's own tests use)."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    """An s3fs filesystem on the local server, with fresh buckets per test."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    name = uuid.uuid4().hex[:12]
+    for bucket in (f"in-{name}", f"out-{name}"):
+        fs.mkdir(bucket)
+    fs.name = name
+    return fs
 
 
 @pytest.fixture(scope="session")

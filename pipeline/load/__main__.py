@@ -10,9 +10,9 @@ from pipeline.errors import DnaEmbedError
 from pipeline.load.loader import load_embeddings, read_manifest
 
 
-def summarize(uri: str) -> str:
-    manifest = read_manifest(uri)
-    table = load_embeddings(uri)
+def summarize(uri: str, storage_options: dict | None = None) -> str:
+    manifest = read_manifest(uri, storage_options)
+    table = load_embeddings(uri, storage_options=storage_options)
     c = manifest["counts"]
     lines = [
         f"{uri}: model {manifest['model']['name']} ({manifest['pooling']} pooling), "

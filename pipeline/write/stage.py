@@ -81,7 +81,7 @@ class WriteStage(Stage):
             "dim": table.schema.field("embedding").type.list_size,
             "ids_hash": id_hash(id_array(table.column("chunk_id"))),
         }
-        out.write_bytes(data, SHARDS, name)
+        out.write_bytes(data, SHARDS, name, fault="write.bytes")
         # The commit record follows the shard: a shard without one is not part of the run.
         out.write_json({**commit, "fingerprint": self.fingerprint}, COMMITS, f"{name}.json")
         return pa.Table.from_pylist([commit], schema=COMMIT_SCHEMA)
