@@ -27,8 +27,14 @@ def main() -> int:
 
     # Throwaway credentials for the local server only; set before Ray starts so its workers
     # inherit them, as they would a node's credentials on a cluster.
-    os.environ.update({"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -42,11 +48,20 @@ def main() -> int:
         fs.put(str(GENOME), "dnaembed-demo-corpus/genomes/NC_045512.2.fasta")
         fs.put(str(READS), "dnaembed-demo-corpus/reads/reads.fastq.gz")
         output = "s3://dnaembed-demo-embeddings/run/"
-        cfg = to_config(compose([
-            "model=tiny", "input=s3://dnaembed-demo-corpus/*/*", f"output={output}",
-            f"storage.s3.endpoint_url={endpoint}", "window.size=2048", "window.stride=1536",
-            "embed.max_batch_tokens=16384", "output.rows_per_shard=16",
-        ]))
+        cfg = to_config(
+            compose(
+                [
+                    "model=tiny",
+                    "input=s3://dnaembed-demo-corpus/*/*",
+                    f"output={output}",
+                    f"storage.s3.endpoint_url={endpoint}",
+                    "window.size=2048",
+                    "window.stride=1536",
+                    "embed.max_batch_tokens=16384",
+                    "output.rows_per_shard=16",
+                ]
+            )
+        )
         run(cfg)
         print(summarize(output, {"s3": {"endpoint_url": endpoint}}))
         fs.invalidate_cache()
