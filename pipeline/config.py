@@ -128,6 +128,9 @@ class RayConfig:
     address: Any = None
     num_cpus: Any = None
     cpus_per_task: float = 1.0
+    # When no node can host an engine yet: 0 fails at once; on an autoscaling cluster, the
+    # seconds to wait for one.
+    placement_timeout_s: float = 0.0
     progress_bars: bool = True
     log_to_driver: bool = True
 

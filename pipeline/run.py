@@ -16,6 +16,7 @@ from pipeline.embed.engine import (
     check_engine_kwargs,
     engine_env,
 )
+from pipeline.embed.placement import ActorShape, check_placement
 from pipeline.embed.stage import EmbedStage
 from pipeline.models import resolve_model_path, resolve_tokenizer_path
 from pipeline.read.sources import expand_inputs
@@ -141,7 +142,8 @@ def _init_ray(cfg: Config) -> bool:
     if ray.is_initialized():
         return False
     ray.init(
-        address=cfg.ray.address,
+        # "local": a new Ray for this run, even where `ray start` left one running.
+        address=cfg.ray.address or "local",
         num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
         include_dashboard=False,
         log_to_driver=cfg.ray.log_to_driver,
@@ -262,6 +264,18 @@ def run(cfg: Config, echo=print) -> RunSummary:
     stats_actor = None
     try:
         p.engine.device = _resolve_device(cfg.embed.device)
+        lo, _ = actor_range(cfg.embed.num_actors)
+        shape = ActorShape(
+            p.engine.gpus,
+            cfg.embed.cpus_per_actor,
+            lo,
+            cfg.embed.tensor_parallel_size,
+            cfg.embed.pipeline_parallel_size,
+        )
+        placed = check_placement(
+            shape, cfg.ray.cpus_per_task, ray.nodes(), cfg.ray.placement_timeout_s
+        )
+        echo(f"dnaembed: {placed} on {p.engine.device}")
         DataContext.get_current().enable_progress_bars = cfg.ray.progress_bars
         stats_actor = ray.remote(RunStats).options(num_cpus=0).remote()
         stats = StatsSink(stats_actor)

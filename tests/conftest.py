@@ -45,7 +45,7 @@ def ray_session():
     """One local Ray for the in-process pipeline tests (starting one takes seconds)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
