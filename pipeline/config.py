@@ -82,7 +82,7 @@ class EmbedConfig:
     # pack that kills every engine fails the run instead of looping.
     max_restarts: int = 4
     # Token budget of one engine call; a window is never split, so one window may exceed it.
-    max_batch_tokens: int = 262144
+    max_batch_tokens: int = 1048576
     # Fraction of GPU memory (of CPU RAM on the CPU build) for weights + KV cache; null = 0.9 on
     # GPU, 0.2 on CPU.
     gpu_memory_utilization: Any = None

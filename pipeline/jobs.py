@@ -136,8 +136,11 @@ def list_jobs(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.jobs", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.jobs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     address = os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -150,9 +153,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true", help="follow the logs; non-zero if it fails")
     s.add_argument("overrides", nargs=argparse.REMAINDER)
     s.set_defaults(fn=submit)
-    for name, fn, helptext in (("status", status, "the job's state"),
-                               ("logs", logs, "the job's logs"),
-                               ("stop", stop, "stop the job")):
+    for name, fn, helptext in (
+        ("status", status, "the job's state"),
+        ("logs", logs, "the job's logs"),
+        ("stop", stop, "stop the job"),
+    ):
         c = sub.add_parser(name, help=helptext)
         c.add_argument("job_id")
         c.add_argument("--address", default=address)

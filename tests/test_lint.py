@@ -9,7 +9,10 @@ from tests.conftest import REPO
 
 
 def test_ruff_check_and_format():
-    for args in (["check", "pipeline", "tests"], ["format", "--check", "pipeline", "tests"]):
+    for args in (
+        ["check", "pipeline", "tests", "benchmarks"],
+        ["format", "--check", "pipeline", "tests", "benchmarks"],
+    ):
         proc = subprocess.run(
             [sys.executable, "-m", "ruff", *args], cwd=REPO, capture_output=True, text=True
         )

@@ -26,16 +26,14 @@ class HFReferenceEmbedder:
 
         self.torch = torch
         self.device = device
-        self.model = (
-            AutoModel.from_pretrained(
-                model_path,
-                dtype=getattr(torch, _DTYPES[dtype]),
-                attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code,
-            )
-            .to(device)
-            .eval()
-        )
+        self.model = AutoModel.from_pretrained(
+            model_path,
+            dtype=getattr(torch, _DTYPES[dtype]),
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            # Straight onto the GPU (needs accelerate); on CPU the default is right.
+            **({"device_map": device} if device != "cpu" else {}),
+        ).eval()
 
     def embed(self, token_ids: Sequence[Sequence[int]], batch_size: int = 1) -> np.ndarray:
         """Mean of the last hidden state over real tokens; padded batches when batch_size > 1."""
@@ -51,7 +49,12 @@ class HFReferenceEmbedder:
                     ids[i, : len(x)] = torch.as_tensor(list(x))
                     mask[i, : len(x)] = 1
                 ids, mask = ids.to(self.device), mask.to(self.device)
-                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                # No padding, no mask: attention takes its causal fast path (a 4-D mask for a
+                # 131072-token window would not fit in memory).
+                padded = any(len(x) != width for x in chunk)
+                hidden = self.model(
+                    input_ids=ids, attention_mask=mask if padded else None
+                ).last_hidden_state
                 m = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1)
                 out.append(pooled.float().cpu().numpy())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 
 from pipeline import faults
 from pipeline.embed.engine import EngineSpec, build_llm
@@ -30,7 +32,11 @@ class EmbedStage(Stage):
         self.packs_done = 0
 
     def setup(self) -> None:
+        from vllm.inputs import TokensPrompt
+
         self.llm = build_llm(self.spec)
+        # One tiny request first, so the first real pack does not pay for lazy initialisation.
+        self.llm.embed([TokensPrompt(prompt_token_ids=[0] * 16)], use_tqdm=False)
 
     def embed_windows(self, windows: pa.Table) -> pa.Table:
         """Windows with `token_ids` -> the output columns plus `embedding`."""
@@ -68,13 +74,23 @@ class EmbedStage(Stage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_columns(batch)
         windows = unpack(batch)
+        t0 = time.time()
         out = self.embed_windows(windows)
+        t1 = time.time()
         self.packs_done += 1
         faults.trigger("embed.pack", self.packs_done)
         if out.num_rows:
-            # Engine requests that completed, keyed by pack: a retried pack counts once.
+            # Engine requests that completed, and when: keyed by pack, so a retried pack
+            # counts once.
+            tokens = int(pa.compute.sum(out.column("n_tokens")).as_py())
             self.stats.put(
                 report_key("embed", out.column("chunk_id")[0].as_py()),
-                {"windows_embedded": out.num_rows},
+                {
+                    "windows_embedded": out.num_rows,
+                    "engine_tokens": tokens,
+                    "engine_busy_s": t1 - t0,
+                    "engine_t0": [t0],
+                    "engine_t1": [t1],
+                },
             )
         return out

@@ -110,7 +110,23 @@ def build_manifest(
         },
         "skipped_records": skipped,
         "input_errors": sorted(stats.get("input_errors", []), key=lambda e: e["uri"]),
+        "engine": engine_timing(stats),
         "inputs": sorted(stats.get("inputs", []), key=lambda s: s["uri"]),
         "elapsed_s": round(elapsed_s, 3),
         "created": time.time(),
+    }
+
+
+def engine_timing(stats: dict) -> dict:
+    """How busy the engines were: steady throughput is tokens over the span from the first
+    pack's start to the last pack's end, engine start excluded."""
+    t0, t1 = stats.get("engine_t0", []), stats.get("engine_t1", [])
+    span = max(t1) - min(t0) if t0 and t1 else 0.0
+    tokens = stats.get("engine_tokens", 0)
+    return {
+        "packs": len(t0),
+        "tokens": tokens,
+        "busy_s": round(stats.get("engine_busy_s", 0.0), 3),
+        "span_s": round(span, 3),
+        "tokens_per_s": round(tokens / span, 1) if span > 0 else None,
     }

@@ -1,0 +1,423 @@
+"""dnaembed against the raw engine, HF transformers and Ray Data LLM, side by side.
+
+    python -m benchmarks.bench --device cuda --models genos_1_2b,genos_10b --out $OUT
+    python -m benchmarks.bench --device cpu --models tiny --out /tmp/bench   # smoke test
+
+One run, one machine: builds random-weight models of the real architectures, writes the
+workloads as FASTA, gives every contender the same token ids (each in a process of its own),
+checks fidelity against HF on a sample, prints a table and writes bench.json. See BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import shapes, workloads
+
+REPO = Path(__file__).resolve().parent.parent
+# Tokens per workload and model (the issue's sizes on GPU; small ones for the CPU smoke test).
+SIZES = {
+    "cuda": {
+        "genos_1_2b": {"uniform": 524288, "genome": 1_500_000, "long": 4 * 131072},
+        "genos_10b": {"uniform": 262144, "genome": 400_000, "long": 2 * 131072},
+    },
+    "cpu": {"tiny": {"uniform": 16384, "genome": 40_000, "long": 2 * 8192}},
+}
+WINDOW = {"uniform": 8192, "genome": 8192, "long": 131072}
+CPU_WINDOW = {"uniform": 2048, "genome": 2048, "long": 8192}
+PEAK_TFLOPS = 989.4  # dense bf16, H100/H200 SXM spec
+MATMUL_TFLOPS = 790.0  # an 8192^3 bf16 matmul measured on these H200s (device KINDS.md)
+
+
+class GpuMemory:
+    """Peak GPU memory in use (all processes) while a contender runs, via NVML."""
+
+    def __init__(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handles = [
+                pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())
+            ]
+        except Exception:
+            self.nvml = None
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> GpuMemory:
+        if self.nvml:
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            used = max(self.nvml.nvmlDeviceGetMemoryInfo(h).used for h in self.handles)
+            self.peak = max(self.peak, used)
+            time.sleep(0.2)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    @property
+    def gib(self) -> float | None:
+        return round(self.peak / 2**30, 1) if self.nvml else None
+
+
+def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
+    path = work / f"{spec['model']}.{spec['contender']}.{spec['tag']}.json"
+    path.write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    with GpuMemory() as mem:
+        t = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchmarks.contenders", str(path)],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as e:
+            return {"error": f"timed out after {timeout} s: {str(e.stderr)[-800:]}"}
+        elapsed = time.perf_counter() - t
+    (work / f"{path.stem}.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-1500:]
+        print(f"  {spec['contender']} FAILED ({elapsed:.0f} s):\n{tail}", flush=True)
+        return {"error": tail}
+    results = json.loads(path.with_suffix(".result.json").read_text())
+    for r in results:
+        sample = np.load(path.with_suffix(f".{r['workload']}.npz"))
+        r["sample"] = dict(zip(sample["ids"].tolist(), sample["emb"], strict=True))
+        r["gpu_mem_gib"] = mem.gib
+        r["process_s"] = elapsed
+    return results
+
+
+def fidelity(result: dict, reference: dict) -> dict:
+    pearson, rel = [], []
+    for cid, ref in reference.items():
+        got = result["sample"].get(cid)
+        if got is None:
+            continue
+        pearson.append(float(np.corrcoef(got, ref)[0, 1]))
+        rel.append(float(np.linalg.norm(got - ref) / np.linalg.norm(ref)))
+    if not pearson:
+        return {}
+    return {"pearson_min": min(pearson), "rel_l2_max": max(rel), "n": len(pearson)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    ap.add_argument("--models", default="genos_1_2b,genos_10b")
+    ap.add_argument("--workloads", default="uniform,genome,long")
+    ap.add_argument("--contenders", default="engine,dnaembed,hf_today,hf_tuned,raydata")
+    ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
+    ap.add_argument("--work", default=None, help="models and workloads (default: OUT/../work)")
+    ap.add_argument("--max-batch-tokens", type=int, default=None)
+    ap.add_argument("--engine-kwargs", default="{}", help="JSON, for every vLLM contender")
+    ap.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        help="also run dnaembed with this many actors on a large uniform workload",
+    )
+    ap.add_argument("--scale-tokens", type=int, default=4_194_304)
+    ap.add_argument("--sample", type=int, default=8)
+    ap.add_argument("--timeout", type=int, default=900)
+    args = ap.parse_args(argv)
+
+    from pipeline.cli import compose, to_config
+    from pipeline.run import plan
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work).resolve() if args.work else out.parent / "bench-work"
+    work.mkdir(parents=True, exist_ok=True)
+    engine_kwargs = json.loads(args.engine_kwargs)
+    if args.device == "cpu":
+        engine_kwargs.setdefault("enforce_eager", True)
+    rows, report = [], {"device": args.device, "runs": []}
+    report["versions"] = versions(args.device)
+    print(f"versions: {report['versions']}", flush=True)
+
+    for model in [m for m in args.models.split(",") if m]:
+        shape = shapes.SHAPES[model]
+        t = time.perf_counter()
+        model_path = shapes.build(shape, work, args.device)
+        dtype = "bfloat16" if args.device == "cuda" else "float32"
+        sizes = SIZES[args.device][model]
+        wins = WINDOW if args.device == "cuda" else CPU_WINDOW
+        kinds = [w for w in args.workloads.split(",") if w]
+        if args.scale:
+            kinds.append("scale")
+        prepared = {}
+        for kind in kinds:
+            base_kind = "uniform" if kind == "scale" else kind
+            window = wins[base_kind]
+            tokens = args.scale_tokens if kind == "scale" else sizes[kind]
+            max_model_len = 8192 if args.device == "cpu" else 131072
+            overrides = [
+                f"model={'tiny' if model == 'tiny' else 'genos_1_2b'}",
+                f"model.name={model}",
+                f"model.path={model_path}",
+                f"model.dtype={dtype}",
+                f"model.max_model_len={max_model_len}",
+                f"window.size={window}",
+                f"embed.device={args.device}",
+                "ray.progress_bars=false",
+                "output.rows_per_shard=100000",
+            ]
+            if args.device == "cpu":
+                overrides.append("embed.cpus_per_actor=0.5")  # room for 2 engines on 2 cores
+            if args.max_batch_tokens:
+                overrides.append(f"embed.max_batch_tokens={args.max_batch_tokens}")
+            for k, v in engine_kwargs.items():
+                overrides.append(f"+embed.engine_kwargs.{k}={json.dumps(v)}")
+            fasta = work / model / kind / f"{base_kind}.fa"
+            cfg = to_config(compose([*overrides, f"input={fasta}", "output=/unused"]))
+            p = plan_without_inputs(cfg, plan)
+            wl = workloads.build(
+                base_kind, tokens, window, work / model / kind, p.model_key, p.tokenizer
+            )
+            ids = workloads.load_windows(wl.windows)[0]
+            rng = np.random.default_rng(1)
+            sample = sorted(
+                rng.choice(ids, size=min(args.sample, len(ids)), replace=False).tolist()
+            )
+            prepared[kind] = {
+                "name": kind,
+                "windows": str(wl.windows),
+                "sample": sample,
+                "work": str(work / model / kind),
+                "dnaembed_overrides": [*overrides, f"input={wl.fasta}"],
+                "lengths": token_lengths(wl.windows),
+            }
+            print(
+                f"[{model}] {kind}: {len(ids)} windows, {sum(prepared[kind]['lengths'])} tokens",
+                flush=True,
+            )
+        base = {
+            "model": model,
+            "model_path": str(model_path),
+            "dtype": dtype,
+            "device": args.device,
+            "max_model_len": max_model_len,
+            "engine_kwargs": engine_kwargs,
+        }
+        results: dict[tuple[str, str], dict] = {}
+        done_before = list(rows)
+
+        main_kinds = [k for k in kinds if k != "scale"]
+        for name in [c for c in args.contenders.split(",") if c] if main_kinds else []:
+            spec = {
+                **base,
+                "contender": name,
+                "tag": "main",
+                "workloads": [_strip(prepared[k]) for k in main_kinds],
+            }
+            print(f"[{model}] {name} on {', '.join(main_kinds)} ...", flush=True)
+            got = run_contender(spec, work, args.timeout)
+            for k, r in zip(
+                main_kinds, got if isinstance(got, list) else [got] * len(main_kinds), strict=True
+            ):
+                results[(k, name)] = r
+            # What has finished so far is written at once: a timeout keeps it.
+            rows[:] = done_before + collect(model, shape, kinds, prepared, results)
+            save(out, report, rows)
+        if args.scale:
+            for n in sorted({1, args.scale}):
+                w = {**_strip(prepared["scale"]), "work": f"{prepared['scale']['work']}/a{n}"}
+                w["dnaembed_overrides"] = [*w["dnaembed_overrides"], f"embed.num_actors={n}"]
+                spec = {**base, "contender": "dnaembed", "tag": f"scale{n}", "workloads": [w]}
+                print(f"[{model}] dnaembed x {n} actors on scale ...", flush=True)
+                got = run_contender(spec, work, args.timeout)
+                results[("scale", f"dnaembed@{n}")] = got[0] if isinstance(got, list) else got
+                rows[:] = done_before + collect(model, shape, kinds, prepared, results)
+                save(out, report, rows)
+        for kind in kinds:
+            print_table([x for x in rows if x["model"] == model and x["workload"] == kind])
+        print(f"{model}: {time.perf_counter() - t:.0f} s", flush=True)
+    ratios(rows, report)
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    print_table(rows)
+    print(json.dumps(report["ratios"], indent=2))
+    return 0
+
+
+def collect(model: str, shape, kinds: list[str], prepared: dict, results: dict) -> list[dict]:
+    """Table rows from the contenders' results, with fidelity against HF-as-run-today."""
+    rows = []
+    for kind in kinds:
+        reference = results.get((kind, "hf_today"), {}).get("sample", {})
+        lengths = prepared[kind]["lengths"]
+        for (k, name), r in results.items():
+            if k != kind:
+                continue
+            if "error" in r:
+                rows.append(
+                    {
+                        "model": model,
+                        "workload": kind,
+                        "contender": name,
+                        "error": r["error"][-300:],
+                    }
+                )
+                continue
+            steady_tokens = r.get("steady_tokens") or r["tokens"]
+            flops = sum(shape.flops(n) for n in lengths) * steady_tokens / r["tokens"]
+            row = {
+                "model": model,
+                "workload": kind,
+                "contender": name,
+                "windows": r["windows"],
+                "tokens": r["tokens"],
+                "tok_s": steady_tokens / r["steady_s"],
+                "win_s": r["windows"] * steady_tokens / r["tokens"] / r["steady_s"],
+                "steady_s": r["steady_s"],
+                "start_s": r["start_s"],
+                "wall_s": r["wall_s"],
+                "tok_s_wall": r["tokens"] / r["wall_s"],
+                "mfu": flops / r["steady_s"] / (PEAK_TFLOPS * 1e12),
+                "mfu_of_matmul_peak": flops / r["steady_s"] / (MATMUL_TFLOPS * 1e12),
+                "gpu_mem_gib": r["gpu_mem_gib"],
+                **fidelity(r, reference),
+            }
+            for extra in ("engine", "hf_budget", "note"):
+                if r.get(extra) is not None:
+                    row[extra] = r[extra]
+            rows.append(row)
+    return rows
+
+
+def save(out: Path, report: dict, rows: list[dict]) -> None:
+    report["runs"] = rows
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+
+
+def _strip(w: dict) -> dict:
+    return {k: v for k, v in w.items() if k != "lengths"}
+
+
+def plan_without_inputs(cfg, plan):
+    """plan() checks that inputs exist; the workload is written after we know the model key."""
+    Path(cfg.input.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.input.path).touch()
+    return plan(cfg)
+
+
+def token_lengths(path: Path) -> list[int]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["n_tokens"]).column(0).to_pylist()
+
+
+def ratios(rows: list[dict], report: dict) -> None:
+    """The issue's goals, as ratios measured in this run."""
+    by = {(r["model"], r["workload"], r["contender"]): r for r in rows if "tok_s" in r}
+    out = {}
+    for (model, kind, name), r in by.items():
+        if name != "dnaembed":
+            continue
+        for other in ("engine", "hf_today", "hf_tuned", "raydata"):
+            o = by.get((model, kind, other))
+            if o:
+                out[f"{model}/{kind}: dnaembed / {other}"] = round(r["tok_s"] / o["tok_s"], 3)
+    for model in {r["model"] for r in rows}:
+        one = [r for k, r in by.items() if k[0] == model and k[2] == "dnaembed@1"]
+        many = [
+            r
+            for k, r in by.items()
+            if k[0] == model and k[2].startswith("dnaembed@") and k[2] != "dnaembed@1"
+        ]
+        if one and many:
+            out[f"{model}/scale: {many[0]['contender']} / dnaembed@1"] = round(
+                many[0]["tok_s"] / one[0]["tok_s"], 3
+            )
+    report["ratios"] = out
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = [
+        "model",
+        "workload",
+        "contender",
+        "windows",
+        "tokens",
+        "tok_s",
+        "win_s",
+        "steady_s",
+        "start_s",
+        "wall_s",
+        "mfu",
+        "gpu_mem_gib",
+        "pearson_min",
+        "rel_l2_max",
+    ]
+    print(" | ".join(cols))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']} | {r['workload']} | {r['contender']} | ERROR {r['error'][-80:]!r}")
+            continue
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if isinstance(v, float):
+                v = (
+                    f"{v:.6f}"
+                    if c == "pearson_min"
+                    else f"{v:.3g}"
+                    if c in ("mfu", "rel_l2_max")
+                    else f"{v:,.1f}"
+                )
+            cells.append("" if v is None else str(v))
+        print(" | ".join(cells))
+    sys.stdout.flush()
+
+
+def versions(device: str) -> dict:
+    import ray
+    import torch
+    import transformers
+    import vllm
+
+    v = {
+        "vllm": vllm.__version__,
+        "ray": ray.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+    }
+    if device == "cuda":
+        v["gpu"] = torch.cuda.get_device_name(0)
+        v["gpus"] = torch.cuda.device_count()
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+            )
+            v["driver"] = out.stdout.strip().splitlines()[0]
+        except (OSError, IndexError):
+            pass
+    return v
+
+
+if __name__ == "__main__":
+    sys.exit(main())

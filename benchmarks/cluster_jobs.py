@@ -1,0 +1,169 @@
+"""The pipeline as Ray jobs on a real multi-GPU cluster: tensor parallel vs one engine per GPU.
+
+    CUDA_VISIBLE_DEVICES=2,3 python -m benchmarks.cluster_jobs --out $OUT/jobs --work /tmp/w
+
+Starts a head node (`ray start --head`, dashboard on loopback) over the visible GPUs, submits
+the same run through `python -m pipeline.jobs submit --wait` once per layout (Genos-10B shape,
+uniform 8192-token windows), reads each manifest, prints a table and writes jobs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import shapes, workloads
+
+REPO = Path(__file__).resolve().parent.parent
+LAYOUTS = {
+    "tp2_x1": ["embed.tensor_parallel_size=2", "embed.num_actors=1"],
+    "tp1_x2": ["embed.tensor_parallel_size=1", "embed.num_actors=2"],
+    # The CPU smoke run of this script: the tiny model, engines in CPU actors.
+    "cpu_x1": ["embed.device=cpu", "embed.num_actors=1", "embed.cpus_per_actor=0.5"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_head(temp: str) -> tuple[subprocess.Popen, str]:
+    dash = free_port()
+    cmd = [
+        "ray",
+        "start",
+        "--head",
+        "--block",
+        "--port",
+        str(free_port()),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dash),
+        "--include-dashboard",
+        "true",
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--temp-dir",
+        temp,
+        "--node-ip-address",
+        "127.0.0.1",
+        "--disable-usage-stats",
+    ]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.monotonic() + 180
+    while jobs(address, "list").returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the Ray head did not start")
+        time.sleep(2)
+    return proc, address
+
+
+def jobs(address: str, command: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline.jobs", command, "--address", address, *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--model", default="genos_10b")
+    ap.add_argument("--tokens", type=int, default=64 * 8192)
+    ap.add_argument("--layouts", default=",".join(LAYOUTS))
+    ap.add_argument("--out", default=os.environ.get("OUT", "jobs-out"))
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--python", default="python3")
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    args = ap.parse_args(argv)
+    window = 8192 if args.device == "cuda" else 2048
+    out, work = Path(args.out).resolve(), Path(args.work).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = shapes.build(shapes.SHAPES[args.model], work, args.device)
+    fasta = work / "jobs" / "uniform.fa"
+    fasta.parent.mkdir(parents=True, exist_ok=True)
+    workloads._write_fasta(fasta, workloads.make_records("uniform", args.tokens, window, 3))
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
+    head, address = start_head(temp)
+    rows = []
+    try:
+        for name in args.layouts.split(","):
+            dest = work / "jobs" / name
+            model = "model=tiny" if args.model == "tiny" else "model=genos_1_2b"
+            overrides = [
+                model,
+                f"model.name={args.model}",
+                f"model.path={model_path}",
+                f"input={fasta}",
+                f"output={dest}",
+                "output.mode=overwrite",
+                f"window.size={window}",
+                "ray.progress_bars=false",
+                *LAYOUTS[name],
+            ]
+            t = time.perf_counter()
+            proc = jobs(
+                address,
+                "submit",
+                "--wait",
+                "--python",
+                args.python,
+                "--submission-id",
+                f"dnaembed-{name}",
+                "--",
+                *overrides,
+            )
+            wall = time.perf_counter() - t
+            (out / f"{name}.log").write_text((proc.stdout + proc.stderr)[-200_000:])
+            if proc.returncode != 0:
+                rows.append({"layout": name, "error": (proc.stdout + proc.stderr)[-1500:]})
+                print(f"{name}: FAILED\n{rows[-1]['error']}", flush=True)
+                continue
+            manifest = json.loads((dest / "manifest.json").read_text())
+            rows.append(
+                {
+                    "layout": name,
+                    "overrides": LAYOUTS[name],
+                    "windows": manifest["counts"]["windows"],
+                    "tokens": manifest["counts"]["tokens"],
+                    "tok_s": manifest["engine"]["tokens_per_s"],
+                    "steady_s": manifest["engine"]["span_s"],
+                    "job_wall_s": wall,
+                    "run_elapsed_s": manifest["elapsed_s"],
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        head.send_signal(signal.SIGINT)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+    (out / "jobs.json").write_text(json.dumps({"model": args.model, "runs": rows}, indent=2))
+    print("layout | windows | tokens | tok/s (steady) | steady s | job wall s")
+    for r in rows:
+        if "error" not in r:
+            print(
+                f"{r['layout']} | {r['windows']} | {r['tokens']} | {r['tok_s']:,.0f} | "
+                f"{r['steady_s']:.1f} | {r['job_wall_s']:.0f}"
+            )
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

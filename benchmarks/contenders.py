@@ -1,0 +1,309 @@
+"""Each contender embeds one workload in a process of its own (a clean GPU each time).
+
+    python -m benchmarks.contenders SPEC.json   # writes SPEC.result.json and SPEC.sample.npz
+
+A spec names the contender, the model, the workload's windows (same token ids for all) and the
+sample of chunk ids whose embeddings are kept for the fidelity check.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _engine_spec(spec: dict):
+    from pipeline.embed.engine import EngineSpec
+
+    return EngineSpec(
+        model=spec["model_path"],
+        tokenizer=spec["model_path"],
+        revision=None,
+        dtype=spec["dtype"],
+        max_model_len=spec["max_model_len"],
+        pooling="MEAN",
+        device=spec["device"],
+        engine_kwargs=dict(spec.get("engine_kwargs", {})),
+        gpu_memory_utilization=spec.get("gpu_memory_utilization"),
+    )
+
+
+def engine(spec: dict, workloads: list[dict]) -> list[dict]:
+    """The ceiling: LLM.embed on all pre-tokenized windows, one call, one process, no Ray."""
+    from vllm.inputs import TokensPrompt
+
+    from pipeline.embed.engine import build_llm
+
+    t = time.perf_counter()
+    llm = build_llm(_engine_spec(spec))
+    llm.embed([TokensPrompt(prompt_token_ids=[0] * 16)], use_tqdm=False)  # as EmbedStage does
+    start_s = time.perf_counter() - t
+    results = []
+    for w in workloads:
+        t = time.perf_counter()
+        outs = llm.embed([TokensPrompt(prompt_token_ids=x) for x in w["tokens"]], use_tqdm=False)
+        run_s = time.perf_counter() - t
+        emb = {
+            c: np.asarray(o.outputs.embedding, np.float32)
+            for c, o in zip(w["ids"], outs, strict=True)
+        }
+        results.append(
+            {"start_s": start_s, "steady_s": run_s, "wall_s": start_s + run_s, "emb": emb}
+        )
+    return results
+
+
+def dnaembed(spec: dict, workloads: list[dict]) -> list[dict]:
+    """The pipeline end to end: FASTA on local disk -> Parquet on local disk."""
+    import ray
+
+    from pipeline.cli import compose, to_config
+    from pipeline.load.loader import load_embeddings, read_manifest
+    from pipeline.run import run
+
+    t = time.perf_counter()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    ray_s = time.perf_counter() - t
+    results = []
+    for w in workloads:
+        out = w["work"] + "/out"
+        overrides = [*w["dnaembed_overrides"], f"output={out}", "output.mode=overwrite"]
+        cfg = to_config(compose(overrides))
+        t = time.perf_counter()
+        run(cfg, echo=lambda line: print(line.splitlines()[-1], flush=True))
+        wall = time.perf_counter() - t + ray_s
+        manifest = read_manifest(out)
+        timing = manifest["engine"]
+        if manifest["counts"]["windows"] != len(w["ids"]):
+            raise RuntimeError("the pipeline made other windows than the benchmark")
+        table = load_embeddings(out)
+        want = set(w["sample"])
+        rows = [i for i, c in enumerate(table.column("chunk_id").to_pylist()) if c in want]
+        sub = table.take(rows)
+        vecs = sub.column("embedding").combine_chunks().flatten().to_numpy()
+        emb = dict(
+            zip(sub.column("chunk_id").to_pylist(), vecs.reshape(len(rows), -1), strict=True)
+        )
+        results.append(
+            {
+                "start_s": wall - timing["span_s"],
+                "steady_s": timing["span_s"],
+                "wall_s": wall,
+                "emb": emb,
+                "engine": timing,
+            }
+        )
+    ray.shutdown()
+    return results
+
+
+def _hf(spec: dict):
+    from pipeline.embed.reference import HFReferenceEmbedder
+
+    t = time.perf_counter()
+    hf = HFReferenceEmbedder(
+        spec["model_path"], dtype=spec["dtype"], device=spec["device"], attn_implementation="sdpa"
+    )
+    return hf, time.perf_counter() - t
+
+
+def hf_today(spec: dict, workloads: list[dict]) -> list[dict]:
+    """As users run it today (Genos' examples): one window per forward pass, input order."""
+    hf, start_s = _hf(spec)
+    hf.embed(workloads[0]["tokens"][:1])  # warm-up
+    results = []
+    for w in workloads:
+        _sync(spec["device"])
+        t = time.perf_counter()
+        vecs = hf.embed(w["tokens"], batch_size=1)
+        _sync(spec["device"])
+        run_s = time.perf_counter() - t
+        results.append(
+            {
+                "start_s": start_s,
+                "steady_s": run_s,
+                "wall_s": start_s + run_s,
+                "emb": dict(zip(w["ids"], vecs, strict=True)),
+            }
+        )
+    return results
+
+
+def _batches(tokens: list[list[int]], budget: int) -> list[list[int]]:
+    """Indices sorted by length, longest first, cut so that padded size stays in budget."""
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]), reverse=True)
+    batches, cur, width = [], [], 0
+    for i in order:
+        if cur and max(width, len(tokens[i])) * (len(cur) + 1) > budget:
+            batches.append(cur)
+            cur = []
+        width = len(tokens[i]) if not cur else max(width, len(tokens[i]))
+        cur.append(i)
+    return [*batches, cur] if cur else batches
+
+
+def hf_tuned(spec: dict, workloads: list[dict]) -> list[dict]:
+    """Padded batches sorted by length, the largest token budget that fits (halved on OOM)."""
+    hf, start_s = _hf(spec)
+    budget = spec.get("hf_budget", 262144)
+    results = []
+    for w in workloads:
+        tokens, ids = w["tokens"], w["ids"]
+        while True:
+            try:
+                batches = _batches(tokens, budget)
+                hf.embed([tokens[i] for i in batches[0]], batch_size=len(batches[0]))  # warm-up
+                _sync(spec["device"])
+                t = time.perf_counter()
+                vecs = {}
+                for b in batches:
+                    out = hf.embed([tokens[i] for i in b], batch_size=len(b))
+                    vecs.update({ids[i]: v for i, v in zip(b, out, strict=True)})
+                _sync(spec["device"])
+                run_s = time.perf_counter() - t
+                break
+            except Exception as e:
+                if "out of memory" not in str(e).lower() or budget <= 8192:
+                    raise
+                import torch
+
+                torch.cuda.empty_cache()
+                budget //= 2
+        results.append(
+            {
+                "start_s": start_s,
+                "steady_s": run_s,
+                "wall_s": start_s + run_s,
+                "emb": vecs,
+                "hf_budget": budget,
+            }
+        )
+    return results
+
+
+def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
+    """The generic peer: a ray.data.llm processor, embed task, same pooling, pre-tokenized."""
+    import pyarrow as pa
+    import ray
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    from pipeline.embed.engine import engine_kwargs
+
+    kwargs = engine_kwargs(_engine_spec(spec))
+    for key in ("model", "tokenizer", "runner", "convert", "revision"):
+        kwargs.pop(key, None)
+    kwargs["pooler_config"] = {"pooling_type": "MEAN", "use_activation": False}
+    extra = {}
+    if spec["device"] == "cpu":
+        extra["placement_group_config"] = {"bundle_per_worker": {"CPU": 1}}
+        extra["runtime_env"] = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
+    t = time.perf_counter()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    ray_s = time.perf_counter() - t
+    results = []
+    for w in workloads:
+        ids, tokens = w["ids"], w["tokens"]
+        t = time.perf_counter()
+        config = vLLMEngineProcessorConfig(
+            model_source=spec["model_path"],
+            task_type="embed",
+            engine_kwargs=kwargs,
+            # At least 8 batches, so completions spread over the run (see `steady` below).
+            batch_size=spec.get("raydata_batch_size") or max(1, min(16, len(ids) // 8)),
+            concurrency=1,
+            log_engine_metrics=False,
+            chat_template_stage=False,
+            tokenize_stage=False,
+            detokenize_stage=False,
+            **extra,
+        )
+        processor = build_processor(
+            config,
+            preprocess=lambda r: {"tokenized_prompt": [int(x) for x in r["ids"]]},
+            postprocess=lambda r: {
+                "chunk_id": r["chunk_id"],
+                "emb": r["embeddings"],
+                "n": r["num_input_tokens"],
+                "done": time.time(),
+            },
+        )
+        table = pa.table({"chunk_id": ids, "ids": pa.array(tokens, pa.list_(pa.int32()))})
+        rows = processor(ray.data.from_arrow(table)).take_all()
+        wall = time.perf_counter() - t + ray_s
+        # Steady: from the first completions to the last, so the engine's start is left out.
+        # Rows of the first wave (batches done within 50 ms of the first) are not counted:
+        # their time lies before the span.
+        rows.sort(key=lambda r: r["done"])
+        first = sum(1 for r in rows if r["done"] <= rows[0]["done"] + 0.05)
+        span = rows[-1]["done"] - rows[0]["done"]
+        steady_tokens = sum(int(r["n"]) for r in rows[first:])
+        note = None
+        if first == len(rows) or span <= 0:  # one wave: only the wall time says anything
+            span, steady_tokens, note = wall, sum(int(r["n"]) for r in rows), "one wave"
+        emb = {r["chunk_id"]: np.asarray(r["emb"], np.float32) for r in rows}
+        results.append(
+            {
+                "start_s": wall - span,
+                "steady_s": span,
+                "wall_s": wall,
+                "emb": emb,
+                "steady_tokens": steady_tokens,
+                "note": note,
+            }
+        )
+    ray.shutdown()
+    return results
+
+
+CONTENDERS = {
+    "engine": engine,
+    "dnaembed": dnaembed,
+    "hf_today": hf_today,
+    "hf_tuned": hf_tuned,
+    "raydata": raydata,
+}
+
+
+def main(path: str) -> int:
+    from benchmarks.workloads import load_windows
+
+    spec = json.loads(Path(path).read_text())
+    workloads = []
+    for w in spec["workloads"]:
+        ids, tokens = load_windows(Path(w["windows"]))
+        workloads.append({**w, "ids": ids, "tokens": tokens})
+    results = CONTENDERS[spec["contender"]](spec, workloads)
+    out = []
+    for w, result in zip(workloads, results, strict=True):
+        emb = result.pop("emb")
+        sample = [c for c in w["sample"] if c in emb]
+        np.savez(
+            Path(path).with_suffix(f".{w['name']}.npz"),
+            ids=np.array(sample),
+            emb=np.stack([emb[c] for c in sample]) if sample else np.zeros((0, 0)),
+        )
+        missing = len(set(w["ids"]) - set(emb)) if spec["contender"] != "dnaembed" else 0
+        result.update(
+            workload=w["name"],
+            windows=len(w["ids"]),
+            tokens=int(sum(len(x) for x in w["tokens"])),
+            missing=missing,
+        )
+        out.append(result)
+    Path(path).with_suffix(".result.json").write_text(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

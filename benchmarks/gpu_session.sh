@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU runs behind BENCHMARKS.md, on a 4-GPU machine (nvidia-h200-x4) lent by the device
+# tool, with the GPU kit (../shared/gpu/README.md) staged in /tmp/site and Ray's dashboard
+# extras carried as wheels in .whl/ (see BENCHMARKS.md, "How to reproduce").
+#
+#   bash benchmarks/gpu_session.sh prep   # dashboard extras, random-weight models (once)
+#   bash benchmarks/gpu_session.sh main   # in parallel: GPU0 the 1.2B suite, GPU1 the 10B
+#                                         # suite, GPUs 2-3 the Ray-job layouts (10B)
+#   bash benchmarks/gpu_session.sh scale  # GPUs 0-3: 1 vs 4 engines (1.2B); then 10B engine knobs
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/bench-out}
+W=/tmp/bench-work
+mkdir -p "$OUT" "$W"
+if [ -d .whl ] && [ ! -f /tmp/site/.dnaembed-extras ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl 2>&1 | grep -v 'already exists' || true
+  touch /tmp/site/.dnaembed-extras
+fi
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1
+# Keep NVLink multicast off (the device tool's rule for shared multi-GPU hosts).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
+python3 -c "import vllm, ray, torch, transformers; print('vllm', vllm.__version__, '| ray', ray.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
+
+summary() {  # the tables, from each log
+  for f in "$@"; do
+    echo "===== $f"
+    grep -E '^(model \||genos|layout|tp[12]_|versions|\{|  ")|FAILED|Traceback|Error' "$f" | tail -60
+    tail -c 2000000 "$f" > "$f.tmp" && mv "$f.tmp" "$f"
+  done
+}
+
+case "${1:-}" in
+  prep)
+    python3 -m benchmarks.shapes genos_1_2b genos_10b --work "$W"
+    ;;
+  main)
+    CUDA_VISIBLE_DEVICES=0 timeout 540 python3 -m benchmarks.bench --models genos_1_2b \
+      --out "$OUT/b12" --work "$W" --timeout 300 > "$OUT/b12.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 timeout 540 python3 -m benchmarks.bench --models genos_10b \
+      --out "$OUT/b10" --work "$W" --timeout 300 > "$OUT/b10.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=2,3 timeout 540 python3 -m benchmarks.cluster_jobs --work "$W" \
+      --out "$OUT/jobs" > "$OUT/jobs.log" 2>&1 &
+    wait
+    summary "$OUT/b12.log" "$OUT/b10.log" "$OUT/jobs.log"
+    ;;
+  scale)
+    CUDA_VISIBLE_DEVICES=0,1,2,3 timeout 300 python3 -m benchmarks.bench --models genos_1_2b \
+      --workloads "" --scale 4 --scale-tokens 8388608 --out "$OUT/scale" --work "$W" \
+      --timeout 280 > "$OUT/scale.log" 2>&1
+    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m benchmarks.bench --models genos_10b \
+      --workloads uniform --contenders engine --engine-kwargs '{"max_num_batched_tokens": 262144}' \
+      --out "$OUT/k262k" --work "$W" --timeout 230 > "$OUT/k262k.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 timeout 240 python3 -m benchmarks.bench --models genos_10b \
+      --workloads uniform --contenders engine --engine-kwargs '{"enforce_eager": true}' \
+      --out "$OUT/keager" --work "$W" --timeout 230 > "$OUT/keager.log" 2>&1 &
+    wait
+    summary "$OUT/scale.log" "$OUT/k262k.log" "$OUT/keager.log"
+    ;;
+  *)
+    echo "usage: bash benchmarks/gpu_session.sh prep|main|scale" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,71 @@
+"""The benchmark scripts, small: FLOP counts, workloads, and a CPU smoke run of every contender."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import shapes, workloads
+from tests.conftest import REPO
+
+
+def test_shapes_have_the_advertised_sizes():
+    small, big = shapes.SHAPES["genos_1_2b"], shapes.SHAPES["genos_10b"]
+    assert 1.1e9 < small.total_params() < 1.3e9
+    assert 9.8e9 < big.total_params() < 10.8e9
+    assert 0.3e9 < small.active_params() < 0.4e9
+    # 2 x active params per token, plus causal attention that grows with length.
+    assert big.flops(8192) == pytest.approx(
+        2 * big.active_params() * 8192 + 2 * 12 * 8192**2 * 4096
+    )
+
+
+def test_genome_workload_lengths():
+    records = workloads.make_records("genome", 3_000_000, 8192, seed=0)
+    lengths = [len(r) for _, r in records]
+    assert sum(lengths) == 3_000_000
+    assert min(lengths) >= 1000 and max(lengths) <= 2_000_000
+    assert len({*lengths}) > 5  # a mix, with short tails once windowed
+    uniform = workloads.make_records("uniform", 5 * 8192, 8192, seed=0)
+    assert [len(r) for _, r in uniform] == [8192] * 5
+    assert all(np.isin(r, [0, 1, 2, 3]).all() for _, r in uniform)
+
+
+@pytest.mark.slow
+def test_cpu_smoke_run_of_every_contender(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench",
+            "--device",
+            "cpu",
+            "--models",
+            "tiny",
+            "--workloads",
+            "uniform",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    rows = {r["contender"]: r for r in report["runs"]}
+    assert set(rows) == {"engine", "dnaembed", "hf_today", "hf_tuned", "raydata"}
+    for name, r in rows.items():
+        assert "error" not in r, (name, r)
+        assert r["windows"] == 8 and r["tokens"] == 8 * 2048 and r["tok_s"] > 0
+        assert r["pearson_min"] >= 0.9999 and r["rel_l2_max"] <= 1e-4, (name, r)
+    assert "tiny/uniform: dnaembed / engine" in report["ratios"]
+    assert "model | workload | contender" in proc.stdout
