@@ -40,8 +40,11 @@ def free_port() -> int:
 
 def start_head(temp: str) -> tuple[subprocess.Popen, str]:
     dash = free_port()
+    # Ray's CLI through its module: the GPU kit is installed with --target and has no `ray`.
     cmd = [
-        "ray",
+        sys.executable,
+        "-c",
+        "from ray.scripts.scripts import main; main()",
         "start",
         "--head",
         "--block",

@@ -12,16 +12,22 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/bench-out}
 W=/tmp/bench-work
 mkdir -p "$OUT" "$W"
-if [ -d .whl ] && [ ! -f /tmp/site/.dnaembed-extras ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl 2>&1 | grep -v 'already exists' || true
-  touch /tmp/site/.dnaembed-extras
+# Ray's dashboard extras go to a directory of their own: `pip --target --upgrade` into
+# /tmp/site would replace the kit's namespace packages (opentelemetry, google) whole.
+if [ -d .whl ] && [ ! -f /tmp/extras/.done ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --target /tmp/extras .whl/*.whl && touch /tmp/extras/.done
 fi
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1
+export PYTHONPATH=/tmp/site:/tmp/extras:$PWD PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1
 # Keep NVLink multicast off (the device tool's rule for shared multi-GPU hosts).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
 python3 -c "import vllm, ray, torch, transformers; print('vllm', vllm.__version__, '| ray', ray.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
+
+lane() {  # a work dir of its own (workload files), sharing the built models
+  mkdir -p "$W/$1" && for m in "$W"/genos_*-random; do ln -sfn "$m" "$W/$1/$(basename "$m")"; done
+  echo "$W/$1"
+}
 
 summary() {  # the tables, from each log
   for f in "$@"; do
@@ -33,17 +39,24 @@ summary() {  # the tables, from each log
 
 case "${1:-}" in
   prep)
+    python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')"
     python3 -m benchmarks.shapes genos_1_2b genos_10b --work "$W"
     ;;
   main)
+    # Three lanes at once; each bench runs its contenders one after another on its own GPU.
     CUDA_VISIBLE_DEVICES=0 timeout 540 python3 -m benchmarks.bench --models genos_1_2b \
-      --out "$OUT/b12" --work "$W" --timeout 300 > "$OUT/b12.log" 2>&1 &
+      --contenders dnaembed,hf_today,raydata,engine,hf_tuned \
+      --out "$OUT/b12" --work "$W" --timeout 240 > "$OUT/b12.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=1 timeout 540 python3 -m benchmarks.bench --models genos_10b \
+      --contenders dnaembed,hf_today,engine,hf_tuned \
       --out "$OUT/b10" --work "$W" --timeout 300 > "$OUT/b10.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=2,3 timeout 540 python3 -m benchmarks.cluster_jobs --work "$W" \
-      --out "$OUT/jobs" > "$OUT/jobs.log" 2>&1 &
+    (CUDA_VISIBLE_DEVICES=2,3 timeout 270 python3 -m benchmarks.cluster_jobs --work "$W" \
+       --out "$OUT/jobs" > "$OUT/jobs.log" 2>&1
+     CUDA_VISIBLE_DEVICES=2 timeout 260 python3 -m benchmarks.bench --models genos_10b \
+       --contenders hf_today,raydata --out "$OUT/b10r" --work "$(lane r)" --timeout 250 \
+       > "$OUT/b10r.log" 2>&1) &
     wait
-    summary "$OUT/b12.log" "$OUT/b10.log" "$OUT/jobs.log"
+    summary "$OUT/b12.log" "$OUT/b10.log" "$OUT/jobs.log" "$OUT/b10r.log"
     ;;
   scale)
     CUDA_VISIBLE_DEVICES=0,1,2,3 timeout 300 python3 -m benchmarks.bench --models genos_1_2b \
@@ -51,10 +64,10 @@ case "${1:-}" in
       --timeout 280 > "$OUT/scale.log" 2>&1
     CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m benchmarks.bench --models genos_10b \
       --workloads uniform --contenders engine --engine-kwargs '{"max_num_batched_tokens": 262144}' \
-      --out "$OUT/k262k" --work "$W" --timeout 230 > "$OUT/k262k.log" 2>&1 &
+      --out "$OUT/k262k" --work "$(lane k1)" --timeout 230 > "$OUT/k262k.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=1 timeout 240 python3 -m benchmarks.bench --models genos_10b \
       --workloads uniform --contenders engine --engine-kwargs '{"enforce_eager": true}' \
-      --out "$OUT/keager" --work "$W" --timeout 230 > "$OUT/keager.log" 2>&1 &
+      --out "$OUT/keager" --work "$(lane k2)" --timeout 230 > "$OUT/keager.log" 2>&1 &
     wait
     summary "$OUT/scale.log" "$OUT/k262k.log" "$OUT/keager.log"
     ;;
