@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 *overrides,
             )
             wall = time.perf_counter() - t
-            (out / f"{name}.log").write_text((proc.stdout + proc.stderr)[-200_000:])
             if proc.returncode != 0:
+                (out / f"{name}.log").write_text((proc.stdout + proc.stderr)[-200_000:])
                 rows.append({"layout": name, "error": (proc.stdout + proc.stderr)[-1500:]})
                 print(f"{name}: FAILED\n{rows[-1]['error']}", flush=True)
                 continue
