@@ -25,7 +25,14 @@ from benchmarks import shapes, workloads
 
 REPO = Path(__file__).resolve().parent.parent
 LAYOUTS = {
-    "tp2_x1": ["embed.tensor_parallel_size=2", "embed.num_actors=1"],
+    # vLLM 0.26's custom all-reduce crashed (illegal memory access in symmetric memory) on
+    # these hosts, where NVLink multicast is off; NCCL all-reduce is the plain path.
+    "tp2_x1": [
+        "embed.tensor_parallel_size=2",
+        "embed.num_actors=1",
+        "+embed.engine_kwargs.disable_custom_all_reduce=true",
+        "+embed.env_vars.VLLM_ALLREDUCE_USE_SYMM_MEM=0",
+    ],
     "tp1_x2": ["embed.tensor_parallel_size=1", "embed.num_actors=2"],
     # The CPU smoke run of this script: the tiny model, engines in CPU actors.
     "cpu_x1": ["embed.device=cpu", "embed.num_actors=1", "embed.cpus_per_actor=0.5"],
