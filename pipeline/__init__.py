@@ -5,13 +5,37 @@ Data path, one subpackage per stage: read -> window -> tokenize -> embed -> writ
 
 from __future__ import annotations
 
-from pipeline.load.loader import load_embeddings, read_manifest
+from typing import Any
 
-__all__ = ["load_embeddings", "read_manifest", "run"]
+from pipeline.load.labels import attach_labels, read_bed
+from pipeline.load.loader import load_embeddings, read_manifest, region, shard_paths, to_numpy
+
+__all__ = [
+    "EmbeddingDataset",
+    "EmbeddingIterableDataset",
+    "attach_labels",
+    "load_embeddings",
+    "read_bed",
+    "read_manifest",
+    "region",
+    "run",
+    "shard_paths",
+    "to_numpy",
+]
 __version__ = "0.1.0"
 
 
-def run(cfg):
+def run(cfg: Any) -> Any:
+    """Run the pipeline for a composed config (see pipeline.cli.compose)."""
     from pipeline.run import run as _run
 
     return _run(cfg)
+
+
+def __getattr__(name: str) -> Any:
+    # The torch datasets import torch: only when asked for.
+    if name in ("EmbeddingDataset", "EmbeddingIterableDataset"):
+        from pipeline.load import torch_data
+
+        return getattr(torch_data, name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
