@@ -133,6 +133,7 @@ class RayConfig:
     placement_timeout_s: float = 0.0
     progress_bars: bool = True
     log_to_driver: bool = True
+    log_level: str = "INFO"  # Ray's and Ray Data's own log lines
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,7 +149,9 @@ def _init_ray(cfg: Config) -> bool:
         num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
         include_dashboard=False,
         log_to_driver=cfg.ray.log_to_driver,
+        logging_level=cfg.ray.log_level,
     )
+    logging.getLogger("ray.data").setLevel(cfg.ray.log_level)
     return True
 
 
@@ -212,16 +216,19 @@ def build_dataset(p: Plan, stats: StatsSink, done: Any = None) -> Any:
     ds = ds.repartition(target_num_rows_per_block=1)
     gpu_args = {"num_gpus": p.engine.gpus} if p.engine.gpus else {}
     env = {**engine_env(p.engine, cfg.embed.env_vars), **faults.env()}
-    ds = ds.map_batches(
-        actor_class(EmbedStage(p.engine, stats)),
-        batch_size=1,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
-        num_cpus=cfg.embed.cpus_per_actor,
-        max_restarts=cfg.embed.max_restarts,
-        runtime_env={"env_vars": env},
-        **gpu_args,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 warns about passing max_restarts this way but offers no other.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ds.map_batches(
+            actor_class(EmbedStage(p.engine, stats)),
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+            num_cpus=cfg.embed.cpus_per_actor,
+            max_restarts=cfg.embed.max_restarts,
+            runtime_env={"env_vars": env},
+            **gpu_args,
+        )
     return ds.map_batches(
         WriteStage(
             cfg.output.path,
