@@ -13,8 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,7 @@ import time
 from pathlib import Path
 
 from benchmarks import shapes, workloads
+from pipeline.jobs import start_local_head, stop_local_head
 
 REPO = Path(__file__).resolve().parent.parent
 LAYOUTS = {
@@ -37,50 +36,6 @@ LAYOUTS = {
     # The CPU smoke run of this script: the tiny model, engines in CPU actors.
     "cpu_x1": ["embed.device=cpu", "embed.num_actors=1", "embed.cpus_per_actor=0.5"],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_head(temp: str) -> tuple[subprocess.Popen, str]:
-    dash = free_port()
-    # Ray's CLI through its module: the GPU kit is installed with --target and has no `ray`.
-    cmd = [
-        sys.executable,
-        "-c",
-        "from ray.scripts.scripts import main; main()",
-        "start",
-        "--head",
-        "--block",
-        "--port",
-        str(free_port()),
-        "--dashboard-host",
-        "127.0.0.1",
-        "--dashboard-port",
-        str(dash),
-        "--include-dashboard",
-        "true",
-        "--dashboard-agent-listen-port",
-        str(free_port()),
-        "--temp-dir",
-        temp,
-        "--node-ip-address",
-        "127.0.0.1",
-        "--disable-usage-stats",
-    ]
-    proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    address = f"http://127.0.0.1:{dash}"
-    deadline = time.monotonic() + 180
-    while jobs(address, "list").returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the Ray head did not start")
-        time.sleep(2)
-    return proc, address
 
 
 def jobs(address: str, command: str, *args: str) -> subprocess.CompletedProcess:
@@ -108,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     fasta.parent.mkdir(parents=True, exist_ok=True)
     workloads._write_fasta(fasta, workloads.make_records("uniform", args.tokens, window, 3))
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
-    head, address = start_head(temp)
+    head, address = start_local_head(temp)
     rows = []
     try:
         for name in args.layouts.split(","):
@@ -158,11 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(json.dumps(rows[-1]), flush=True)
     finally:
-        head.send_signal(signal.SIGINT)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        stop_local_head(head)
         shutil.rmtree(temp, ignore_errors=True)
     (out / "jobs.json").write_text(json.dumps({"model": args.model, "runs": rows}, indent=2))
     print("layout | windows | tokens | tok/s (steady) | steady s | job wall s")

@@ -15,6 +15,9 @@ import argparse
 import asyncio
 import os
 import shlex
+import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +46,68 @@ def client(address: str) -> Any:
     except ImportError:  # an older Ray without token auth
         pass
     return JobSubmissionClient(address)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_head(
+    temp_dir: str, num_cpus: int | None = None, env: dict | None = None, timeout_s: float = 180
+) -> tuple[subprocess.Popen, str]:
+    """A Ray head on loopback with its dashboard, to try jobs on one machine (and to test
+    them): returns the process and the dashboard address. Stop it with `stop_local_head`."""
+    cmd = [
+        sys.executable,
+        "-c",
+        "from ray.scripts.scripts import main; main()",
+        "start",
+        "--head",
+        "--block",
+        "--port",
+        str(_free_port()),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dash := _free_port()),
+        "--include-dashboard",
+        "true",
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+        "--temp-dir",
+        temp_dir,
+        "--node-ip-address",
+        "127.0.0.1",
+        "--disable-usage-stats",
+    ]
+    if num_cpus is not None:
+        cmd += ["--num-cpus", str(num_cpus)]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client(address).list_jobs()
+            return proc, address
+        except Exception:  # not up yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_local_head(proc)
+                raise RuntimeError("the local Ray head did not start") from None
+            time.sleep(2)
+
+
+def stop_local_head(proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    """SIGINT stops the head at once (SIGTERM would drain for 30 s); kill if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def runtime_env(path: Path, working_dir: str | None) -> dict:

@@ -308,6 +308,8 @@ def run(cfg: Config, echo=print) -> RunSummary:
         out.write_json(manifest, MANIFEST)
     finally:
         if stats_actor is not None:
+            for handle in ray.get(stats_actor.actors.remote()):
+                ray.kill(handle)
             ray.kill(stats_actor)
         if started:
             ray.shutdown()

@@ -79,16 +79,24 @@ def merge_parts(parts: Iterable[dict]) -> dict:
 
 
 class RunStats:
-    """Ray actor collecting stage reports for the manifest."""
+    """Ray actor of one run: collects stage reports for the manifest, and knows the run's
+    engine actors so the driver can stop them when the run ends."""
 
     def __init__(self) -> None:
         self.parts: dict[str, dict] = {}
+        self.handles: list = []
 
     def put(self, key: str, part: dict) -> None:
         self.parts[key] = part
 
     def totals(self) -> dict:
         return merge_parts(self.parts.values())
+
+    def register(self, handle: Any) -> None:
+        self.handles.append(handle)
+
+    def actors(self) -> list:
+        return self.handles
 
 
 def report_key(kind: str, *ids: Any) -> str:
@@ -105,6 +113,13 @@ def actor_class(stage: Stage) -> type:
     def __init__(self) -> None:
         self.stage = stage
         self.stage.ensure_setup()
+        stats = getattr(stage, "stats", None)
+        if stats is not None and stats.actor is not None:
+            import ray
+
+            # Ray Data lets a finished pool's actors go by reference counting; a failed run's
+            # exception can keep them, and their CPUs or GPUs, alive. The driver kills them.
+            ray.get(stats.actor.register.remote(ray.get_runtime_context().current_actor))
 
     def __call__(self, batch: Any) -> Any:
         return self.stage(batch)

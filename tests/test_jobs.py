@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.jobs import entrypoint, runtime_env
+from pipeline.jobs import entrypoint, runtime_env, start_local_head, stop_local_head
 from pipeline.load.loader import load_embeddings, read_manifest
 from tests.conftest import REPO
 
@@ -22,58 +20,14 @@ pytestmark = pytest.mark.slow
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster():
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a limit
-    dash = free_port()
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    cmd = [
-        f"{VENV_BIN}/ray",
-        "start",
-        "--head",
-        "--block",
-        "--port",
-        str(free_port()),
-        "--dashboard-host",
-        "127.0.0.1",
-        "--dashboard-port",
-        str(dash),
-        "--include-dashboard",
-        "true",
-        "--dashboard-agent-listen-port",
-        str(free_port()),
-        "--temp-dir",
-        temp,
-        "--num-cpus",
-        "2",
-        "--node-ip-address",
-        "127.0.0.1",
-        "--disable-usage-stats",
-    ]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    address = f"http://127.0.0.1:{dash}"
-    deadline = time.monotonic() + 120
-    while True:
-        if jobs(address, "list").returncode == 0:
-            break
-        assert time.monotonic() < deadline and proc.poll() is None, "the cluster did not start"
-        time.sleep(2)
+    proc, address = start_local_head(temp, num_cpus=2, env=env)
     yield address
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        shutil.rmtree(temp, ignore_errors=True)
+    stop_local_head(proc)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def jobs(address, *args, timeout=600):

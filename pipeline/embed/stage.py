@@ -13,8 +13,7 @@ from pipeline import faults
 from pipeline.embed.engine import EngineSpec, build_llm
 from pipeline.stages import Stage, StatsSink, report_key
 from pipeline.tokenize.pack import PACK_COLUMN, unpack
-
-OUTPUT_COLUMNS = ("chunk_id", "source", "seq_id", "start", "end", "strand", "n_tokens")
+from pipeline.write.layout import OUTPUT_COLUMNS
 
 
 class EmbeddingMismatch(RuntimeError):

@@ -8,6 +8,7 @@ import numpy as np
 
 from pipeline.errors import DnaEmbedError
 from pipeline.load.loader import load_embeddings, read_manifest
+from pipeline.write.layout import SORT_KEYS
 
 
 def summarize(uri: str, storage_options: dict | None = None) -> str:
@@ -30,14 +31,7 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
             f"  embedding norms: min {norms.min():.3f} mean {norms.mean():.3f} "
             f"max {norms.max():.3f}"
         )
-        meta = table.drop_columns(["embedding"]).sort_by(
-            [
-                ("source", "ascending"),
-                ("seq_id", "ascending"),
-                ("start", "ascending"),
-                ("strand", "ascending"),
-            ]
-        )
+        meta = table.drop_columns(["embedding"]).sort_by(SORT_KEYS)
         head = meta.slice(0, 5).to_pylist()
         lines.append("  first rows (0-based half-open coordinates):")
         for row in head:

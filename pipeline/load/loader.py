@@ -15,16 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipeline.errors import OutputError
-from pipeline.write.layout import MANIFEST, RUN, OutputDir
-
-METADATA_COLUMNS = ("chunk_id", "source", "seq_id", "start", "end", "strand", "n_tokens")
-SORT_KEYS = [
-    ("source", "ascending"),
-    ("seq_id", "ascending"),
-    ("start", "ascending"),
-    ("end", "ascending"),
-    ("strand", "ascending"),
-]
+from pipeline.write.layout import MANIFEST, OUTPUT_COLUMNS, RUN, SORT_KEYS, OutputDir
 
 
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> dict:
@@ -115,7 +106,7 @@ def to_numpy(
     if isinstance(source, pa.Table):
         table = source
     else:
-        wanted = [*(columns or METADATA_COLUMNS), "embedding"]
+        wanted = [*(columns or OUTPUT_COLUMNS), "embedding"]
         table = load_embeddings(source, wanted, filter, storage_options, sort)
     emb = table.column("embedding").combine_chunks()
     dim = emb.type.list_size

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.load.loader import METADATA_COLUMNS, load_embeddings, shard_paths, to_numpy
+from pipeline.load.loader import load_embeddings, shard_paths, to_numpy
 from pipeline.util import require
-from pipeline.write.layout import OutputDir
+from pipeline.write.layout import OUTPUT_COLUMNS, OutputDir
 
 TORCH_HINT = "pip install torch"
 _torch_data = require("torch.utils.data", TORCH_HINT)
@@ -32,7 +32,7 @@ class EmbeddingDataset(_torch_data.Dataset):
         sort: bool = True,
     ):
         table = load_embeddings(
-            uri, [*(columns or METADATA_COLUMNS), "embedding"], filter, storage_options, sort
+            uri, [*(columns or OUTPUT_COLUMNS), "embedding"], filter, storage_options, sort
         )
         meta, embeddings = to_numpy(table)
         self.embeddings = np.array(embeddings)  # writable: tensors may be changed in place
@@ -71,7 +71,7 @@ class EmbeddingIterableDataset(_torch_data.IterableDataset):
         world_size: int = 1,
     ):
         self.uri = uri
-        self.columns = [*(columns or METADATA_COLUMNS), "embedding"]
+        self.columns = [*(columns or OUTPUT_COLUMNS), "embedding"]
         self.storage_options = storage_options
         self.paths = shard_paths(uri, storage_options)
         self.batch_rows = batch_rows

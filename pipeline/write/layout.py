@@ -15,6 +15,11 @@ from typing import Any
 
 from pipeline.storage import get_fs, join, write_atomic
 
+# Every output row: these columns, then `embedding` (fixed_size_list<float32>[D]).
+OUTPUT_COLUMNS = ("chunk_id", "source", "seq_id", "start", "end", "strand", "n_tokens")
+# Rows within a shard, and a sorted load, follow genomic order.
+SORT_KEYS = [(k, "ascending") for k in ("source", "seq_id", "start", "end", "strand")]
+
 MANIFEST = "manifest.json"
 RUN = "run.json"
 CONFIG = "config.yaml"

@@ -10,18 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.embed.stage import OUTPUT_COLUMNS
 from pipeline.stages import Stage
 from pipeline.window.windows import id_array, id_hash
-from pipeline.write.layout import COMMITS, SHARDS, OutputDir
+from pipeline.write.layout import COMMITS, OUTPUT_COLUMNS, SHARDS, SORT_KEYS, OutputDir
 
-SORT_KEYS = [
-    ("source", "ascending"),
-    ("seq_id", "ascending"),
-    ("start", "ascending"),
-    ("end", "ascending"),
-    ("strand", "ascending"),
-]
 COMMIT_SCHEMA = pa.schema(
     [
         ("shard", pa.string()),

@@ -7,31 +7,15 @@ import pytest
 from pipeline.errors import OutputError
 from pipeline.load.loader import load_embeddings
 from pipeline.write.layout import MANIFEST, OutputDir
-from pipeline.write.manifest import build_manifest, claim_output
 from pipeline.write.stage import WriteStage
+from tests.load.conftest import write_run
 from tests.write.test_stage import embedded
 
 
 def finished_run(tmp_path):
-    out = OutputDir(str(tmp_path))
-    claim_output(out, "fp", {}, "error")
-    stage = WriteStage(str(tmp_path), "fp", {})
-    commits = [
-        stage(embedded(5, seed=1).slice(0, 3)).to_pylist()[0],
-        stage(embedded(5, seed=1).slice(3, 2)).to_pylist()[0],
-    ]
-    out.write_json(
-        build_manifest(
-            fingerprint="fp",
-            fields={},
-            model={"pooling": "MEAN"},
-            commits=commits,
-            stats={"windows": 5},
-            elapsed_s=0,
-        ),
-        MANIFEST,
-    )
-    return out
+    """Five rows in two shards (3 + 2), written and committed as a run does."""
+    write_run(str(tmp_path), embedded(5, seed=1), rows_per_shard=3)
+    return OutputDir(str(tmp_path))
 
 
 def test_loads_what_the_manifest_lists(tmp_path):
