@@ -76,7 +76,8 @@ class GpuMemory:
 
 
 def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
-    path = work / f"{spec['model']}.{spec['contender']}.{spec['tag']}.json"
+    lane = f".{spec['lane']}" if spec.get("lane") else ""
+    path = work / f"{spec['model']}.{spec['contender']}.{spec['tag']}{lane}.json"
     path.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     with GpuMemory() as mem:
@@ -100,14 +101,19 @@ def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
         return {"error": tail}
     results = json.loads(path.with_suffix(".result.json").read_text())
     for r in results:
-        sample = np.load(path.with_suffix(f".{r['workload']}.npz"))
-        r["sample"] = dict(zip(sample["ids"].tolist(), sample["emb"], strict=True))
+        r["sample_file"] = str(path.with_suffix(f".{r['workload']}.npz"))
+        r["sample"] = load_sample(r["sample_file"])
         r["gpu_mem_gib"] = mem.gib
         r["process_s"] = elapsed
     return results
 
 
-def fidelity(result: dict, reference: dict) -> dict:
+def load_sample(path: str) -> dict[str, np.ndarray]:
+    sample = np.load(path)
+    return dict(zip(sample["ids"].tolist(), sample["emb"], strict=True))
+
+
+def fidelity(result: dict, reference: dict, suffix: str = "") -> dict:
     pearson, rel = [], []
     for cid, ref in reference.items():
         got = result["sample"].get(cid)
@@ -117,7 +123,11 @@ def fidelity(result: dict, reference: dict) -> dict:
         rel.append(float(np.linalg.norm(got - ref) / np.linalg.norm(ref)))
     if not pearson:
         return {}
-    return {"pearson_min": min(pearson), "rel_l2_max": max(rel), "n": len(pearson)}
+    return {
+        f"pearson_min{suffix}": min(pearson),
+        f"rel_l2_max{suffix}": max(rel),
+        f"n{suffix}": len(pearson),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--models", default="genos_1_2b,genos_10b")
     ap.add_argument("--workloads", default="uniform,genome,long")
-    ap.add_argument("--contenders", default="engine,dnaembed,hf_today,hf_tuned,raydata")
+    ap.add_argument(
+        "--contenders",
+        default="engine,dnaembed,hf_today,hf_tuned,raydata,hf_fp32",
+        help="hf_fp32 is the float32 reference on the sample windows, not a contender",
+    )
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     ap.add_argument("--work", default=None, help="models and workloads (default: OUT/../work)")
     ap.add_argument("--max-batch-tokens", type=int, default=None)
@@ -148,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         "and Triton's kernel caches are warm for every contender (default: on for cuda)",
     )
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument(
+        "--lane",
+        default="",
+        help="a name for this run when several share --work side by side (one per GPU): keeps "
+        "their files apart while they share the models and workloads (merge: benchmarks.report)",
+    )
     args = ap.parse_args(argv)
 
     from pipeline.cli import compose, to_config
@@ -227,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": args.device,
             "max_model_len": max_model_len,
             "engine_kwargs": engine_kwargs,
+            "lane": args.lane,
         }
         results: dict[tuple[str, str], dict] = {}
         done_before = list(rows)
@@ -281,10 +302,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def collect(model: str, shape, kinds: list[str], prepared: dict, results: dict) -> list[dict]:
-    """Table rows from the contenders' results, with fidelity against HF-as-run-today."""
+    """Table rows from the contenders' results, with fidelity against HF as run today (bf16)
+    and, where this run has it, against HF in float32."""
     rows = []
     for kind in kinds:
         reference = results.get((kind, "hf_today"), {}).get("sample", {})
+        exact = results.get((kind, "hf_fp32"), {}).get("sample", {})
         lengths = prepared[kind]["lengths"]
         for (k, name), r in results.items():
             if k != kind:
@@ -317,8 +340,9 @@ def collect(model: str, shape, kinds: list[str], prepared: dict, results: dict) 
                 "mfu_of_matmul_peak": flops / steady / (MATMUL_TFLOPS * 1e12) if steady else None,
                 "gpu_mem_gib": r["gpu_mem_gib"],
                 **fidelity(r, reference),
+                **fidelity(r, exact, "_fp32"),
             }
-            for extra in ("engine", "hf_budget", "note"):
+            for extra in ("engine", "hf_budget", "note", "sample_file", "lane"):
                 if r.get(extra) is not None:
                     row[extra] = r[extra]
             rows.append(row)
@@ -392,6 +416,8 @@ def print_table(rows: list[dict]) -> None:
         "gpu_mem_gib",
         "pearson_min",
         "rel_l2_max",
+        "pearson_min_fp32",
+        "rel_l2_max_fp32",
     ]
     print(" | ".join(cols))
     for r in rows:
@@ -404,9 +430,9 @@ def print_table(rows: list[dict]) -> None:
             if isinstance(v, float):
                 v = (
                     f"{v:.6f}"
-                    if c == "pearson_min"
+                    if c.startswith("pearson")
                     else f"{v:.3g}"
-                    if c in ("mfu", "rel_l2_max")
+                    if c.startswith(("mfu", "rel_l2"))
                     else f"{v:,.1f}"
                 )
             cells.append("" if v is None else str(v))

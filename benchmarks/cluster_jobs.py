@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     fasta.parent.mkdir(parents=True, exist_ok=True)
     workloads._write_fasta(fasta, workloads.make_records("uniform", args.tokens, window, 3))
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
+    # Under `timeout`, stop the head on SIGTERM too: its engines would go on holding the GPUs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     head, address = start_local_head(temp)
     rows = []
     try:

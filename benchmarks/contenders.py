@@ -77,7 +77,7 @@ def dnaembed(spec: dict, workloads: list[dict]) -> list[dict]:
     ray_s = time.perf_counter() - t
     results = []
     for w in workloads:
-        out = w["work"] + "/out"
+        out = w["work"] + "/out" + (f".{spec['lane']}" if spec.get("lane") else "")
         overrides = [*w["dnaembed_overrides"], f"output={out}", "output.mode=overwrite"]
         cfg = to_config(compose(overrides))
         t = time.perf_counter()
@@ -108,12 +108,15 @@ def dnaembed(spec: dict, workloads: list[dict]) -> list[dict]:
     return results
 
 
-def _hf(spec: dict):
+def _hf(spec: dict, dtype: str | None = None):
     from pipeline.embed.reference import HFReferenceEmbedder
 
     t = time.perf_counter()
     hf = HFReferenceEmbedder(
-        spec["model_path"], dtype=spec["dtype"], device=spec["device"], attn_implementation="sdpa"
+        spec["model_path"],
+        dtype=dtype or spec["dtype"],
+        device=spec["device"],
+        attn_implementation="sdpa",
     )
     return hf, time.perf_counter() - t
 
@@ -135,6 +138,34 @@ def hf_today(spec: dict, workloads: list[dict]) -> list[dict]:
                 "steady_s": run_s,
                 "wall_s": start_s + run_s,
                 "emb": dict(zip(w["ids"], vecs, strict=True)),
+            }
+        )
+    return results
+
+
+def hf_fp32(spec: dict, workloads: list[dict]) -> list[dict]:
+    """Not a contender: the sample windows through HF in float32, the reference that tells a
+    bf16 rounding difference from a real one (no timing is claimed for it)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # true fp32, or it is no better a reference
+    torch.backends.cudnn.allow_tf32 = False
+    hf, start_s = _hf(spec, dtype="float32")
+    results = []
+    for w in workloads:
+        pick = [i for i, c in enumerate(w["ids"]) if c in set(w["sample"])]
+        t = time.perf_counter()
+        vecs = hf.embed([w["tokens"][i] for i in pick], batch_size=1)
+        _sync(spec["device"])
+        results.append(
+            {
+                "start_s": start_s,
+                "steady_s": None,
+                "wall_s": start_s + time.perf_counter() - t,
+                "emb": {w["ids"][i]: v for i, v in zip(pick, vecs, strict=True)},
+                "windows": len(pick),
+                "tokens": int(sum(len(w["tokens"][i]) for i in pick)),
+                "note": "fp32 reference on the sample only",
             }
         )
     return results
@@ -231,10 +262,14 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
         processor = build_processor(
             config,
             preprocess=lambda r: {"tokenized_prompt": [int(x) for x in r["ids"]]},
+            # When each row reached the postprocess, and how long its request was in the engine
+            # (Ray Data LLM's own `time_taken_llm`, from submission to output).
             postprocess=lambda r: {
                 "chunk_id": r["chunk_id"],
                 "emb": r["embeddings"],
                 "n": r["num_input_tokens"],
+                "t_done": time.time(),
+                "llm_s": r["time_taken_llm"],
             },
         )
         table = pa.table({"chunk_id": ids, "ids": pa.array(tokens, pa.list_(pa.int32()))})
@@ -242,18 +277,12 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
         rows = processor(ray.data.from_arrow(table)).take_all()
         wall = time.perf_counter() - t + ray_s
         emb = {r["chunk_id"]: np.asarray(r["emb"], np.float32) for r in rows}
-        # Ray Data LLM does not say when its engine is ready, and its postprocess runs after
-        # the engine stage, so no steady time can be read off it (completion times of the
-        # first GPU run all bunched together): only the wall time, engine start included.
-        results.append(
-            {
-                "start_s": None,
-                "steady_s": None,
-                "wall_s": wall,
-                "emb": emb,
-                "note": "wall time only",
-            }
-        )
+        # Steady time as for dnaembed: from the first request's submission to the last output.
+        # A row's submission is its arrival in the postprocess less its time in the engine; the
+        # hand-over to the postprocess (same node) is in both ends, so it mostly cancels.
+        first = min(r["t_done"] - r["llm_s"] for r in rows)
+        steady = max(r["t_done"] for r in rows) - first
+        results.append({"start_s": wall - steady, "steady_s": steady, "wall_s": wall, "emb": emb})
     ray.shutdown()
     return results
 
@@ -264,6 +293,7 @@ CONTENDERS = {
     "hf_today": hf_today,
     "hf_tuned": hf_tuned,
     "raydata": raydata,
+    "hf_fp32": hf_fp32,
 }
 
 
@@ -285,13 +315,12 @@ def main(path: str) -> int:
             ids=np.array(sample),
             emb=np.stack([emb[c] for c in sample]) if sample else np.zeros((0, 0)),
         )
-        missing = len(set(w["ids"]) - set(emb)) if spec["contender"] != "dnaembed" else 0
-        result.update(
-            workload=w["name"],
-            windows=len(w["ids"]),
-            tokens=int(sum(len(x) for x in w["tokens"])),
-            missing=missing,
+        missing = (
+            len(set(w["ids"]) - set(emb)) if spec["contender"] not in ("dnaembed", "hf_fp32") else 0
         )
+        result.setdefault("windows", len(w["ids"]))
+        result.setdefault("tokens", int(sum(len(x) for x in w["tokens"])))
+        result.update(workload=w["name"], missing=missing, lane=spec.get("lane") or "")
         out.append(result)
     Path(path).with_suffix(".result.json").write_text(json.dumps(out))
     return 0

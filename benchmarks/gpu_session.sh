@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/gpu_session.sh prep   # dashboard extras, random-weight models (once)
 #   bash benchmarks/gpu_session.sh main   # in parallel: GPU0 the 1.2B suite, GPU1 the 10B
-#                                         # suite, GPUs 2-3 the Ray-job layouts (10B)
+#                                         # suite, GPUs 2-3 the Ray-job layouts (10B), then
+#                                         # Ray Data LLM (1.2B) and the fp32 reference (10B)
 #   bash benchmarks/gpu_session.sh scale  # GPUs 0-3: 1 vs 4 engines (1.2B); then 10B engine knobs
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,11 +25,6 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
 python3 -c "import vllm, ray, torch, transformers; print('vllm', vllm.__version__, '| ray', ray.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
 
-lane() {  # a work dir of its own (workload files), sharing the built models
-  mkdir -p "$W/$1" && for m in "$W"/genos_*-random; do ln -sfn "$m" "$W/$1/$(basename "$m")"; done
-  echo "$W/$1"
-}
-
 summary() {  # the tables, from each log
   for f in "$@"; do
     echo "===== $f"
@@ -40,23 +36,32 @@ summary() {  # the tables, from each log
 case "${1:-}" in
   prep)
     python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')"
-    python3 -m benchmarks.shapes genos_1_2b genos_10b --work "$W"
+    # Models and workloads once, before lanes share them.
+    python3 -m benchmarks.bench --models genos_1_2b,genos_10b --contenders "" --no-warm-caches \
+      --out "$OUT/prep" --work "$W" > "$OUT/prep.log" 2>&1
+    grep -E '^\[genos' "$OUT/prep.log"
     ;;
   main)
-    # Three lanes at once; each bench runs its contenders one after another on its own GPU.
-    CUDA_VISIBLE_DEVICES=0 timeout 540 python3 -m benchmarks.bench --models genos_1_2b \
-      --contenders dnaembed,hf_today,raydata,engine,hf_tuned \
-      --out "$OUT/b12" --work "$W" --timeout 240 > "$OUT/b12.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=1 timeout 540 python3 -m benchmarks.bench --models genos_10b \
-      --contenders dnaembed,hf_today,engine,hf_tuned \
-      --out "$OUT/b10" --work "$W" --timeout 300 > "$OUT/b10.log" 2>&1 &
-    (CUDA_VISIBLE_DEVICES=2,3 timeout 270 python3 -m benchmarks.cluster_jobs --work "$W" \
-       --out "$OUT/jobs" > "$OUT/jobs.log" 2>&1
-     CUDA_VISIBLE_DEVICES=2 timeout 260 python3 -m benchmarks.bench --models genos_10b \
-       --contenders hf_today,raydata --out "$OUT/b10r" --work "$(lane r)" --timeout 250 \
-       > "$OUT/b10r.log" 2>&1) &
+    # Four lanes at once, one per GPU, sharing models and workloads; each runs its contenders
+    # one after another. Every lane warms the kernel caches first (a vLLM lane's first engine
+    # would otherwise pay torch.compile and Triton autotuning inside its timing).
+    B="timeout 545 python3 -m benchmarks.bench --work $W --timeout 300"
+    CUDA_VISIBLE_DEVICES=0 $B --models genos_1_2b --lane g0 --out "$OUT/g0" \
+      --contenders dnaembed,engine,hf_today,hf_tuned,hf_fp32 > "$OUT/g0.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 $B --models genos_10b --lane g1 --out "$OUT/g1" \
+      --contenders dnaembed,engine,hf_today,hf_tuned > "$OUT/g1.log" 2>&1 &
+    (CUDA_VISIBLE_DEVICES=2,3 timeout 260 python3 -m benchmarks.cluster_jobs --work "$W" \
+       --layouts tp1_x2,tp2_x1 --out "$OUT/jobs" > "$OUT/jobs.log" 2>&1
+     CUDA_VISIBLE_DEVICES=2 timeout 280 python3 -m benchmarks.bench --work "$W" --timeout 270 \
+       --models genos_1_2b --lane g2 --out "$OUT/g2" --contenders raydata > "$OUT/g2.log" 2>&1 &
+     CUDA_VISIBLE_DEVICES=3 timeout 280 python3 -m benchmarks.bench --work "$W" --timeout 270 \
+       --models genos_10b --lane g3 --out "$OUT/g3" --contenders hf_fp32 --no-warm-caches \
+       > "$OUT/g3.log" 2>&1 &
+     wait) &
     wait
-    summary "$OUT/b12.log" "$OUT/b10.log" "$OUT/jobs.log" "$OUT/b10r.log"
+    python3 -m benchmarks.report "$OUT"/g{0,1,2,3}/bench.json --out "$OUT/report.json" \
+      > "$OUT/report.log" 2>&1
+    summary "$OUT"/g{0,1,2,3}.log "$OUT/jobs.log" "$OUT/report.log"
     ;;
   scale)
     CUDA_VISIBLE_DEVICES=0,1,2,3 timeout 300 python3 -m benchmarks.bench --models genos_1_2b \
@@ -64,10 +69,10 @@ case "${1:-}" in
       --timeout 280 > "$OUT/scale.log" 2>&1
     CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m benchmarks.bench --models genos_10b \
       --workloads uniform --contenders engine --engine-kwargs '{"max_num_batched_tokens": 262144}' \
-      --out "$OUT/k262k" --work "$(lane k1)" --timeout 230 > "$OUT/k262k.log" 2>&1 &
+      --out "$OUT/k262k" --work "$W" --lane k1 --timeout 230 > "$OUT/k262k.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=1 timeout 240 python3 -m benchmarks.bench --models genos_10b \
       --workloads uniform --contenders engine --engine-kwargs '{"enforce_eager": true}' \
-      --out "$OUT/keager" --work "$(lane k2)" --timeout 230 > "$OUT/keager.log" 2>&1 &
+      --out "$OUT/keager" --work "$W" --lane k2 --timeout 230 > "$OUT/keager.log" 2>&1 &
     wait
     summary "$OUT/scale.log" "$OUT/k262k.log" "$OUT/keager.log"
     ;;

@@ -3,6 +3,8 @@ makes of them (every contender gets the same token ids)."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +50,31 @@ def make_records(kind: str, tokens: int, window: int, seed: int) -> list[tuple[s
 def build(
     kind: str, tokens: int, window: int, root: Path, model_key: str, tokenizer_spec, seed: int = 0
 ) -> Workload:
-    """FASTA under `root`, and its windows tokenized exactly as the pipeline does."""
+    """FASTA under `root`, and its windows tokenized exactly as the pipeline does.
+
+    Built once per parameter set: benchmark lanes running side by side share the files (and so
+    the chunk ids, which hash the FASTA path), and a lock keeps them from building at once.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    fasta = root / f"{kind}.fa"
+    out = root / f"{kind}.windows.parquet"
+    meta = root / f"{kind}.meta.json"
+    want = {"kind": kind, "tokens": tokens, "window": window, "seed": seed, "model": model_key}
+    with open(root / f".{kind}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (meta.exists() and json.loads(meta.read_text()) == want and out.exists()):
+            meta.unlink(missing_ok=True)
+            _build(kind, tokens, window, fasta, out, model_key, tokenizer_spec, seed)
+            meta.write_text(json.dumps(want))
+    return Workload(kind, window, fasta, out)
+
+
+def _build(kind, tokens, window, fasta, out, model_key, tokenizer_spec, seed) -> None:
     from pipeline.config import WindowConfig
     from pipeline.read.stage import ReadStage
     from pipeline.tokenize.stage import TokenizeStage
     from pipeline.window.stage import WindowStage
 
-    root.mkdir(parents=True, exist_ok=True)
-    fasta = root / f"{kind}.fa"
     _write_fasta(fasta, make_records(kind, tokens, window, seed))
     stage = WindowStage(WindowConfig(size=window, stride=window), model_key)
     tok = TokenizeStage(tokenizer_spec, max_model_len=max(window, 131072), max_batch_tokens=1)
@@ -64,10 +83,7 @@ def build(
         for windows in stage(records):
             t = tok.tokenize(windows)
             parts.append(t.select(["chunk_id", "n_tokens", "token_ids"]))
-    table = pa.concat_tables(parts)
-    out = root / f"{kind}.windows.parquet"
-    pq.write_table(table, out)
-    return Workload(kind, window, fasta, out)
+    pq.write_table(pa.concat_tables(parts), out)
 
 
 def load_windows(path: Path) -> tuple[list[str], list[list[int]]]:

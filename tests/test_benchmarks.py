@@ -62,13 +62,43 @@ def test_cpu_smoke_run_of_every_contender(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "bench.json").read_text())
     rows = {r["contender"]: r for r in report["runs"]}
-    assert set(rows) == {"engine", "dnaembed", "hf_today", "hf_tuned", "raydata"}
+    assert set(rows) == {"engine", "dnaembed", "hf_today", "hf_tuned", "raydata", "hf_fp32"}
     for name, r in rows.items():
         assert "error" not in r, (name, r)
-        assert r["windows"] == 8 and r["tokens"] == 8 * 2048 and r["tok_s_wall"] > 0
-        # Ray Data LLM says nothing of when its engine was ready: wall time only.
-        assert (r["tok_s"] is None) == (name == "raydata")
+        assert r["tok_s_wall"] > 0
+        assert r["pearson_min_fp32"] >= 0.9999 and r["rel_l2_max_fp32"] <= 1e-4, (name, r)
+        if name == "hf_fp32":  # the reference: the sample only, no throughput claimed
+            assert r["windows"] == 8 and r["tok_s"] is None and r["rel_l2_max_fp32"] == 0
+            continue
+        assert r["windows"] == 8 and r["tokens"] == 8 * 2048
+        assert r["tok_s"] > 0 and r["steady_s"] <= r["wall_s"], (name, r)
         assert r["pearson_min"] >= 0.9999 and r["rel_l2_max"] <= 1e-4, (name, r)
     assert "tiny/uniform: dnaembed / engine" in report["ratios"]
-    assert "tiny/uniform: dnaembed / raydata (wall)" in report["ratios"]
+    assert "tiny/uniform: dnaembed / raydata" in report["ratios"]
     assert "model | workload | contender" in proc.stdout
+
+    # Lanes that ran side by side merge into one table, fidelity taken across lanes.
+    refs = [r for r in report["runs"] if r["contender"] in ("hf_today", "hf_fp32")]
+    others = [
+        {k: v for k, v in r.items() if not k.startswith(("pearson", "rel_l2", "n"))}
+        for r in report["runs"]
+        if r["contender"] not in ("hf_today", "hf_fp32")
+    ]
+    lanes = []
+    for i, part in enumerate((others, refs)):
+        lanes.append(tmp_path / f"lane{i}.json")
+        lanes[-1].write_text(json.dumps({**report, "runs": part}))
+    merged_path = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.report", *map(str, lanes), "--out", str(merged_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = {r["contender"]: r for r in json.loads(merged_path.read_text())["runs"]}
+    for name, r in rows.items():
+        for key in ("pearson_min", "rel_l2_max", "pearson_min_fp32", "rel_l2_max_fp32"):
+            assert merged[name][key] == pytest.approx(r[key]), (name, key)
+    assert json.loads(merged_path.read_text())["ratios"] == report["ratios"]

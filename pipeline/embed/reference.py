@@ -55,6 +55,9 @@ class HFReferenceEmbedder:
                 hidden = self.model(
                     input_ids=ids, attention_mask=mask if padded else None
                 ).last_hidden_state
+                # The mean in float32: a bf16 sum over thousands of tokens would round the
+                # reference itself by more than the differences it is there to show.
+                hidden = hidden.float()
                 m = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1)
                 out.append(pooled.float().cpu().numpy())
