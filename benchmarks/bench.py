@@ -147,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch-tokens", type=int, default=None)
     ap.add_argument("--engine-kwargs", default="{}", help="JSON, for every vLLM contender")
     ap.add_argument(
+        "--engine-pack-tokens",
+        type=int,
+        default=None,
+        help="the engine contender embeds in consecutive packs of this many tokens, one call "
+        "each, as the pipeline does (default: all windows in one call)",
+    )
+    ap.add_argument(
         "--scale",
         type=int,
         default=0,
@@ -248,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_model_len": max_model_len,
             "engine_kwargs": engine_kwargs,
             "lane": args.lane,
+            "pack_tokens": args.engine_pack_tokens,
         }
         results: dict[tuple[str, str], dict] = {}
         done_before = list(rows)

@@ -24,16 +24,20 @@ from benchmarks import shapes, workloads
 from pipeline.jobs import start_local_head, stop_local_head
 
 REPO = Path(__file__).resolve().parent.parent
+# Packs are the unit of work shared among engines: 64 windows in one 1M-token pack (the
+# default budget) would all go to one engine. 262144 tokens: four packs, two per GPU.
+PACK = "embed.max_batch_tokens=262144"
 LAYOUTS = {
     # vLLM 0.26's custom all-reduce crashed (illegal memory access in symmetric memory) on
     # these hosts, where NVLink multicast is off; NCCL all-reduce is the plain path.
     "tp2_x1": [
         "embed.tensor_parallel_size=2",
         "embed.num_actors=1",
+        PACK,
         "+embed.engine_kwargs.disable_custom_all_reduce=true",
         "+embed.env_vars.VLLM_ALLREDUCE_USE_SYMM_MEM=0",
     ],
-    "tp1_x2": ["embed.tensor_parallel_size=1", "embed.num_actors=2"],
+    "tp1_x2": ["embed.tensor_parallel_size=1", "embed.num_actors=2", PACK],
     # The CPU smoke run of this script: the tiny model, engines in CPU actors.
     "cpu_x1": ["embed.device=cpu", "embed.num_actors=1", "embed.cpus_per_actor=0.5"],
 }

@@ -63,6 +63,33 @@ case "${1:-}" in
       > "$OUT/report.log" 2>&1
     summary "$OUT"/g{0,1,2,3}.log "$OUT/jobs.log" "$OUT/report.log"
     ;;
+  diag)
+    # After `main`: why dnaembed trailed the engine on `genome` with warm caches (0.58 x, 1.2B),
+    # Ray Data LLM timed from inside its engine stage, the fp32 reference, and both Ray-job
+    # layouts with work for every engine.
+    B="python3 -m benchmarks.bench --work $W --timeout 240"
+    (CUDA_VISIBLE_DEVICES=0 timeout 270 $B --models genos_1_2b --workloads genome \
+       --contenders engine,dnaembed --lane d0 --out "$OUT/d0" > "$OUT/d0.log" 2>&1
+     CUDA_VISIBLE_DEVICES=0 timeout 150 $B --models genos_1_2b --workloads genome \
+       --contenders engine --engine-pack-tokens 1048576 --no-warm-caches --lane d1 \
+       --out "$OUT/d1" > "$OUT/d1.log" 2>&1
+     CUDA_VISIBLE_DEVICES=0 timeout 130 $B --models genos_1_2b --workloads genome \
+       --contenders dnaembed --max-batch-tokens 4194304 --no-warm-caches --lane d5 \
+       --out "$OUT/d5" > "$OUT/d5.log" 2>&1) &
+    CUDA_VISIBLE_DEVICES=1 timeout 540 $B --models genos_1_2b --contenders raydata,hf_today,hf_fp32 \
+      --lane d2 --out "$OUT/d2" > "$OUT/d2.log" 2>&1 &
+    (CUDA_VISIBLE_DEVICES=2,3 timeout 280 python3 -m benchmarks.cluster_jobs --work "$W" \
+       --layouts tp2_x1,tp1_x2 --out "$OUT/jobs" > "$OUT/jobs.log" 2>&1
+     CUDA_VISIBLE_DEVICES=2 timeout 255 $B --models genos_10b --workloads uniform,genome \
+       --contenders engine,hf_today,hf_fp32 --lane d4 --out "$OUT/d4" > "$OUT/d4.log" 2>&1 &
+     CUDA_VISIBLE_DEVICES=3 timeout 255 $B --models genos_10b --workloads genome \
+       --contenders engine,dnaembed --lane d3 --out "$OUT/d3" > "$OUT/d3.log" 2>&1 &
+     wait) &
+    wait
+    python3 -m benchmarks.report "$OUT"/d{0,1,2,3,4,5}/bench.json --out "$OUT/report.json" \
+      > "$OUT/report.log" 2>&1
+    summary "$OUT"/d{0,1,2,3,4,5}.log "$OUT/jobs.log" "$OUT/report.log"
+    ;;
   scale)
     CUDA_VISIBLE_DEVICES=0,1,2,3 timeout 300 python3 -m benchmarks.bench --models genos_1_2b \
       --workloads "" --scale 4 --scale-tokens 8388608 --out "$OUT/scale" --work "$W" \
@@ -77,7 +104,7 @@ case "${1:-}" in
     summary "$OUT/scale.log" "$OUT/k262k.log" "$OUT/keager.log"
     ;;
   *)
-    echo "usage: bash benchmarks/gpu_session.sh prep|main|scale" >&2
+    echo "usage: bash benchmarks/gpu_session.sh prep|main|diag|scale" >&2
     exit 2
     ;;
 esac
