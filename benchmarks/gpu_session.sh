@@ -68,21 +68,21 @@ case "${1:-}" in
     # Ray Data LLM timed from inside its engine stage, the fp32 reference, and both Ray-job
     # layouts with work for every engine.
     B="python3 -m benchmarks.bench --work $W --timeout 240"
-    (CUDA_VISIBLE_DEVICES=0 timeout 270 $B --models genos_1_2b --workloads genome \
+    (CUDA_VISIBLE_DEVICES=0 timeout 240 $B --models genos_1_2b --workloads genome \
        --contenders engine,dnaembed --lane d0 --out "$OUT/d0" > "$OUT/d0.log" 2>&1
-     CUDA_VISIBLE_DEVICES=0 timeout 150 $B --models genos_1_2b --workloads genome \
+     CUDA_VISIBLE_DEVICES=0 timeout 100 $B --models genos_1_2b --workloads genome \
        --contenders engine --engine-pack-tokens 1048576 --no-warm-caches --lane d1 \
        --out "$OUT/d1" > "$OUT/d1.log" 2>&1
-     CUDA_VISIBLE_DEVICES=0 timeout 130 $B --models genos_1_2b --workloads genome \
+     CUDA_VISIBLE_DEVICES=0 timeout 120 $B --models genos_1_2b --workloads genome \
        --contenders dnaembed --max-batch-tokens 4194304 --no-warm-caches --lane d5 \
        --out "$OUT/d5" > "$OUT/d5.log" 2>&1) &
-    CUDA_VISIBLE_DEVICES=1 timeout 540 $B --models genos_1_2b --contenders raydata,hf_today,hf_fp32 \
+    CUDA_VISIBLE_DEVICES=1 timeout 460 $B --models genos_1_2b --contenders raydata,hf_today,hf_fp32 \
       --lane d2 --out "$OUT/d2" > "$OUT/d2.log" 2>&1 &
-    (CUDA_VISIBLE_DEVICES=2,3 timeout 280 python3 -m benchmarks.cluster_jobs --work "$W" \
+    (CUDA_VISIBLE_DEVICES=2,3 timeout 260 python3 -m benchmarks.cluster_jobs --work "$W" \
        --layouts tp2_x1,tp1_x2 --out "$OUT/jobs" > "$OUT/jobs.log" 2>&1
-     CUDA_VISIBLE_DEVICES=2 timeout 255 $B --models genos_10b --workloads uniform,genome \
-       --contenders engine,hf_today,hf_fp32 --lane d4 --out "$OUT/d4" > "$OUT/d4.log" 2>&1 &
-     CUDA_VISIBLE_DEVICES=3 timeout 255 $B --models genos_10b --workloads genome \
+     CUDA_VISIBLE_DEVICES=2 timeout 210 $B --models genos_10b --workloads uniform,genome \
+       --contenders engine,hf_fp32,hf_today --lane d4 --out "$OUT/d4" > "$OUT/d4.log" 2>&1 &
+     CUDA_VISIBLE_DEVICES=3 timeout 210 $B --models genos_10b --workloads genome \
        --contenders engine,dnaembed --lane d3 --out "$OUT/d3" > "$OUT/d3.log" 2>&1 &
      wait) &
     wait
