@@ -160,6 +160,14 @@ def test_manifest_accounts_for_every_record(first_run, corpus):
     assert sum(s["rows"] for s in manifest["shards"]) == c["windows"]
     assert (out / "config.yaml").read_text().startswith("input:")
     assert manifest["dim"] == 256 and manifest["pooling"] == "MEAN"
+    # Every pack's engine time, in start order, adding up to the totals.
+    engine = manifest["engine"]
+    packs = engine["per_pack"]
+    assert len(packs) == engine["packs"] >= 1
+    assert sum(k["windows"] for k in packs) == c["windows"]
+    assert sum(k["tokens"] for k in packs) == engine["tokens"] == c["tokens"]
+    assert [k["start_s"] for k in packs] == sorted(k["start_s"] for k in packs)
+    assert packs[0]["start_s"] == 0 and all(k["tokens_per_s"] > 0 for k in packs)
 
 
 def test_embeddings_match_the_hf_reference(first_run, corpus, tiny_model):

@@ -90,6 +90,9 @@ class EmbedStage(Stage):
                     "engine_busy_s": t1 - t0,
                     "engine_t0": [t0],
                     "engine_t1": [t1],
+                    "engine_packs": [
+                        {"t0": t0, "s": t1 - t0, "windows": out.num_rows, "tokens": tokens}
+                    ],
                 },
             )
         return out

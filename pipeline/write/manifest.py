@@ -123,10 +123,27 @@ def engine_timing(stats: dict) -> dict:
     t0, t1 = stats.get("engine_t0", []), stats.get("engine_t1", [])
     span = max(t1) - min(t0) if t0 and t1 else 0.0
     tokens = stats.get("engine_tokens", 0)
-    return {
+    out = {
         "packs": len(t0),
         "tokens": tokens,
         "busy_s": round(stats.get("engine_busy_s", 0.0), 3),
         "span_s": round(span, 3),
         "tokens_per_s": round(tokens / span, 1) if span > 0 else None,
     }
+    packs = sorted(stats.get("engine_packs", []), key=lambda k: k["t0"])
+    if packs and len(packs) <= MAX_PACKS_LISTED:
+        # Each pack's own rate: where a run is slower than its engine, this shows which packs.
+        out["per_pack"] = [
+            {
+                "start_s": round(k["t0"] - packs[0]["t0"], 3),
+                "s": round(k["s"], 3),
+                "windows": k["windows"],
+                "tokens": k["tokens"],
+                "tokens_per_s": round(k["tokens"] / k["s"], 1) if k["s"] > 0 else None,
+            }
+            for k in packs
+        ]
+    return out
+
+
+MAX_PACKS_LISTED = 256  # beyond this the manifest keeps only the totals
