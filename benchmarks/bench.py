@@ -77,9 +77,11 @@ class GpuMemory:
 
 def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
     lane = f".{spec['lane']}" if spec.get("lane") else ""
-    path = work / f"{spec['model']}.{spec['contender']}.{spec['tag']}{lane}.json"
+    label = spec.get("label", spec["contender"]).replace(":", "-")
+    path = work / f"{spec['model']}.{label}.{spec['tag']}{lane}.json"
     path.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    load_start = os.getloadavg()[0]
     with GpuMemory() as mem:
         t = time.perf_counter()
         try:
@@ -105,6 +107,8 @@ def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
         r["sample"] = load_sample(r["sample_file"])
         r["gpu_mem_gib"] = mem.gib
         r["process_s"] = elapsed
+        # Other work on the machine meanwhile (lanes run side by side): 1-minute load average.
+        r["load"] = [load_start, os.getloadavg()[0], os.cpu_count()]
     return results
 
 
@@ -141,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         "--contenders",
         default="engine,dnaembed,hf_today,hf_tuned,raydata,hf_fp32",
         help="hf_fp32 is the float32 reference on the sample windows, not a contender",
+    )
+    ap.add_argument(
+        "--variants",
+        default="{}",
+        help='JSON: more contenders, each a named variant of one, e.g. {"dnaembed:omp": '
+        '{"contender": "dnaembed", "overrides": ["+embed.env_vars.OMP_NUM_THREADS=8"], '
+        '"env": {"DNAEMBED_PROFILE_DIR": "/tmp/prof"}}}; name them in --contenders',
     )
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     ap.add_argument("--work", default=None, help="models and workloads (default: OUT/../work)")
@@ -185,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work).resolve() if args.work else out.parent / "bench-work"
     work.mkdir(parents=True, exist_ok=True)
     engine_kwargs = json.loads(args.engine_kwargs)
+    variants = json.loads(args.variants)
     if args.device == "cpu":
         engine_kwargs.setdefault("enforce_eager", True)
     rows, report = [], {"device": args.device, "runs": []}
@@ -274,11 +286,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{model}] warming caches ...", flush=True)
             run_contender(spec, work, args.timeout)
         for name in [c for c in args.contenders.split(",") if c] if main_kinds else []:
+            v = variants.get(name, {})
             spec = {
                 **base,
-                "contender": name,
+                "contender": v.get("contender", name),
+                "label": name,
+                "extra_overrides": v.get("overrides", []),
+                "env": v.get("env", {}),
                 "tag": "main",
                 "workloads": [_strip(prepared[k]) for k in main_kinds],
+                **v.get("spec", {}),
             }
             print(f"[{model}] {name} on {', '.join(main_kinds)} ...", flush=True)
             got = run_contender(spec, work, args.timeout)
@@ -350,7 +367,7 @@ def collect(model: str, shape, kinds: list[str], prepared: dict, results: dict) 
                 **fidelity(r, reference),
                 **fidelity(r, exact, "_fp32"),
             }
-            for extra in ("engine", "hf_budget", "note", "sample_file", "lane"):
+            for extra in ("engine", "hf_budget", "note", "sample_file", "lane", "load"):
                 if r.get(extra) is not None:
                     row[extra] = r[extra]
             rows.append(row)
@@ -384,14 +401,14 @@ def ratios(rows: list[dict], report: dict) -> None:
     by = {(r["model"], r["workload"], r["contender"]): r for r in rows if "tok_s_wall" in r}
     out = {}
     for (model, kind, name), r in by.items():
-        if name != "dnaembed":
+        if name.split(":")[0] != "dnaembed" or name.startswith("dnaembed@"):
             continue
         for other in ("engine", "hf_today", "hf_tuned", "raydata"):
             o = by.get((model, kind, other))
             if o and o["tok_s"]:
-                out[f"{model}/{kind}: dnaembed / {other}"] = round(r["tok_s"] / o["tok_s"], 3)
+                out[f"{model}/{kind}: {name} / {other}"] = round(r["tok_s"] / o["tok_s"], 3)
             if o:  # end to end, starts included
-                out[f"{model}/{kind}: dnaembed / {other} (wall)"] = round(
+                out[f"{model}/{kind}: {name} / {other} (wall)"] = round(
                     r["tok_s_wall"] / o["tok_s_wall"], 3
                 )
     for model in {r["model"] for r in rows}:

@@ -24,8 +24,8 @@ from benchmarks import shapes, workloads
 from pipeline.jobs import start_local_head, stop_local_head
 
 REPO = Path(__file__).resolve().parent.parent
-# Packs are the unit of work shared among engines: 64 windows in one 1M-token pack (the
-# default budget) would all go to one engine. 262144 tokens: four packs, two per GPU.
+# Packs are the unit of work shared among engines: 128 windows in 1M-token packs (the
+# default budget) would give one engine all the work. 262144 tokens: four packs, two per GPU.
 PACK = "embed.max_batch_tokens=262144"
 LAYOUTS = {
     # vLLM 0.26's custom all-reduce crashed (illegal memory access in symmetric memory) on
@@ -43,9 +43,11 @@ LAYOUTS = {
 }
 
 
-def jobs(address: str, command: str, *args: str) -> subprocess.CompletedProcess:
+def jobs(
+    address: str, command: str, *args: str, timeout: float | None = None
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pipeline.jobs", command, "--address", address, *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--model", default="genos_10b")
-    ap.add_argument("--tokens", type=int, default=64 * 8192)
+    ap.add_argument("--tokens", type=int, default=128 * 8192)
+    ap.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        help="one more override for every layout, e.g. +embed.engine_kwargs.enforce_eager=true",
+    )
+    ap.add_argument(
+        "--job-timeout", type=int, default=0, help="stop a job after this many seconds (0: none)"
+    )
     ap.add_argument("--layouts", default=",".join(LAYOUTS))
     ap.add_argument("--out", default=os.environ.get("OUT", "jobs-out"))
     ap.add_argument("--work", required=True)
@@ -86,30 +97,31 @@ def main(argv: list[str] | None = None) -> int:
                 f"window.size={window}",
                 "ray.progress_bars=false",
                 *LAYOUTS[name],
+                *args.extra,
             ]
+            job_id = f"dnaembed-{name}"
             t = time.perf_counter()
-            proc = jobs(
-                address,
-                "submit",
-                "--wait",
-                "--python",
-                args.python,
-                "--submission-id",
-                f"dnaembed-{name}",
-                "--",
-                *overrides,
-            )
+            cmd = ["submit", "--wait", "--python", args.python, "--submission-id", job_id]
+            try:
+                proc = jobs(address, *cmd, "--", *overrides, timeout=args.job_timeout or None)
+                text, failed = proc.stdout + proc.stderr, proc.returncode != 0
+            except subprocess.TimeoutExpired:
+                # A stuck job: stop it (its engines would hold the GPUs) and keep its log.
+                jobs(address, "stop", job_id)
+                text = jobs(address, "logs", job_id).stdout + "\n[timed out]"
+                failed = True
             wall = time.perf_counter() - t
-            if proc.returncode != 0:
-                (out / f"{name}.log").write_text((proc.stdout + proc.stderr)[-200_000:])
-                rows.append({"layout": name, "error": (proc.stdout + proc.stderr)[-1500:]})
+            (out / f"{name}.log").write_text(text[-400_000:])
+            if failed:
+                rows.append({"layout": name, "error": text[-1500:], "job_wall_s": wall})
                 print(f"{name}: FAILED\n{rows[-1]['error']}", flush=True)
                 continue
             manifest = json.loads((dest / "manifest.json").read_text())
             rows.append(
                 {
                     "layout": name,
-                    "overrides": LAYOUTS[name],
+                    "overrides": [*LAYOUTS[name], *args.extra],
+                    "per_pack": manifest["engine"].get("per_pack"),
                     "windows": manifest["counts"]["windows"],
                     "tokens": manifest["counts"]["tokens"],
                     "tok_s": manifest["engine"]["tokens_per_s"],

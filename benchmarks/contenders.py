@@ -9,6 +9,7 @@ sample of chunk ids whose embeddings are kept for the fidelity check.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ def engine(spec: dict, workloads: list[dict]) -> list[dict]:
     from vllm.inputs import TokensPrompt
 
     from pipeline.embed.engine import build_llm
+    from pipeline.embed.profile import profiled
 
     t = time.perf_counter()
     llm = build_llm(_engine_spec(spec))
@@ -60,11 +62,12 @@ def engine(spec: dict, workloads: list[dict]) -> list[dict]:
 
             lengths = np.array([len(x) for x in w["tokens"]])
             bounds = pack_bounds(lengths, spec["pack_tokens"])
-        t = time.perf_counter()
-        outs = []
-        for lo, hi in bounds:
-            outs += llm.embed(prompts[lo:hi], use_tqdm=False)
-        run_s = time.perf_counter() - t
+        outs, run_s = [], 0.0
+        for i, (lo, hi) in enumerate(bounds):
+            with profiled(f"engine-{w['name']}-{i}"):  # off unless DNAEMBED_PROFILE_DIR is set
+                t = time.perf_counter()
+                outs += llm.embed(prompts[lo:hi], use_tqdm=False)
+                run_s += time.perf_counter() - t
         emb = {
             c: np.asarray(o.outputs.embedding, np.float32)
             for c, o in zip(w["ids"], outs, strict=True)
@@ -88,8 +91,14 @@ def dnaembed(spec: dict, workloads: list[dict]) -> list[dict]:
     ray_s = time.perf_counter() - t
     results = []
     for w in workloads:
-        out = w["work"] + "/out" + (f".{spec['lane']}" if spec.get("lane") else "")
-        overrides = [*w["dnaembed_overrides"], f"output={out}", "output.mode=overwrite"]
+        label = spec.get("label", "dnaembed").replace(":", "-")
+        out = w["work"] + f"/out.{label}" + (f".{spec['lane']}" if spec.get("lane") else "")
+        overrides = [
+            *w["dnaembed_overrides"],
+            *spec.get("extra_overrides", []),
+            f"output={out}",
+            "output.mode=overwrite",
+        ]
         cfg = to_config(compose(overrides))
         t = time.perf_counter()
         run(cfg, echo=lambda line: print(line.splitlines()[-1], flush=True))
@@ -320,6 +329,8 @@ def main(path: str) -> int:
     from benchmarks.workloads import load_windows
 
     spec = json.loads(Path(path).read_text())
+    # A variant's environment (Ray, started here, hands it on to its workers).
+    os.environ.update(spec.get("env", {}))
     workloads = []
     for w in spec["workloads"]:
         ids, tokens = load_windows(Path(w["windows"]))

@@ -8,6 +8,13 @@
 #                                         # suite, GPUs 2-3 the Ray-job layouts (10B), then
 #                                         # Ray Data LLM (1.2B) and the fp32 reference (10B)
 #   bash benchmarks/gpu_session.sh scale  # GPUs 0-3: 1 vs 4 engines (1.2B); then 10B engine knobs
+#
+# On a 2-GPU machine (nvidia-h200-x2), third session:
+#   bash benchmarks/gpu_session.sh x2prep  # extras, py-spy, both models and their workloads
+#   bash benchmarks/gpu_session.sh x2jobs  # the Ray-job layouts (10B): TP=1 x 2, TP=2 x 1
+#   bash benchmarks/gpu_session.sh x2diag  # GPU0: the genome loss, profiled; GPU1: Ray Data
+#                                          # LLM timed in its stage, engine vs HF float32
+# Each x2 mode leaves at most a few files in $OUT: its JSON, a summary, and logs.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/bench-out}
@@ -19,7 +26,8 @@ if [ -d .whl ] && [ ! -f /tmp/extras/.done ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --target /tmp/extras .whl/*.whl && touch /tmp/extras/.done
 fi
-export PYTHONPATH=/tmp/site:/tmp/extras:$PWD PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1
+export PYTHONPATH=/tmp/site:/tmp/extras:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export PATH=/tmp/site/bin:/tmp/extras/bin:$PATH
 # Keep NVLink multicast off (the device tool's rule for shared multi-GPU hosts).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
@@ -33,7 +41,59 @@ summary() {  # the tables, from each log
   done
 }
 
+pack_logs() {  # every log and profile of this mode in one file (the device returns 8 files)
+  tar -czf "$OUT/logs-$1.tar.gz" --ignore-failed-read "$W"/*.log "$W"/jobs/*.log "$W"/prof \
+    "$OUT"/*.log 2>/dev/null
+  rm -f "$OUT"/*.log
+}
+
 case "${1:-}" in
+  x2prep)
+    python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')"
+    py-spy --version
+    python3 -m benchmarks.bench --models genos_1_2b,genos_10b --contenders "" --no-warm-caches \
+      --out "$W/prep" --work "$W" > "$W/prep.log" 2>&1
+    grep -E '^\[genos|Error|Traceback' "$W/prep.log"
+    ;;
+  x2jobs)
+    # Eager engines: the same steady speed here (BENCHMARKS.md, 10B knobs) without minutes of
+    # cold compilation on a fresh machine, which left TP=2 unfinished last time.
+    CUDA_VISIBLE_DEVICES=0,1 timeout 500 python3 -m benchmarks.cluster_jobs --work "$W" \
+      --layouts tp1_x2,tp2_x1 --extra +embed.engine_kwargs.enforce_eager=true \
+      --job-timeout 220 --out "$OUT" > "$OUT/jobs.log" 2>&1
+    grep -vE '^\s*$' "$OUT/jobs.log" | grep -E '^(\{|layout|tp[12]_|.*FAILED)|Error' | tail -30
+    mkdir -p "$W/jobs" && cp "$OUT"/tp*.log "$W/jobs/" 2>/dev/null; rm -f "$OUT"/tp*.log
+    pack_logs jobs
+    ;;
+  x2diag)
+    B="python3 -m benchmarks.bench --work $W"
+    P="$W/prof"
+    # GPU0: why the pipeline trailed the engine on `genome` (1.2B): clean runs of both, the
+    # same under py-spy (each pack's CPU profile, actor and engine processes), and the
+    # pipeline with the engine's OpenMP threads as outside Ray (Ray sets 1 per CPU asked).
+    V0='{"engine:prof": {"contender": "engine", "env": {"DNAEMBED_PROFILE_DIR": "'$P'/engine"},
+      "spec": {"pack_tokens": 1048576}},
+     "dnaembed:prof": {"contender": "dnaembed",
+      "overrides": ["+embed.env_vars.DNAEMBED_PROFILE_DIR='$P'/dnaembed"]},
+     "dnaembed:omp16": {"contender": "dnaembed", "overrides": ["+embed.env_vars.OMP_NUM_THREADS=16"]}}'
+    CUDA_VISIBLE_DEVICES=0 timeout 520 $B --timeout 200 --models genos_1_2b --workloads genome \
+      --contenders engine,dnaembed,dnaembed:prof,engine:prof,dnaembed:omp16 --variants "$V0" \
+      --lane x0 --out "$W/x0" > "$OUT/x0.log" 2>&1 &
+    # GPU1: engine vs HF float32 (10B), then Ray Data LLM timed inside its engine stage and
+    # the 1.2B engine vs float32.
+    (CUDA_VISIBLE_DEVICES=1 timeout 250 $B --timeout 200 --models genos_10b --workloads uniform,genome \
+       --contenders engine,hf_fp32 --lane x1 --out "$W/x1" > "$OUT/x1.log" 2>&1
+     CUDA_VISIBLE_DEVICES=1 timeout 270 $B --timeout 200 --models genos_1_2b \
+       --contenders raydata,engine,hf_fp32 --lane x2 --out "$W/x2" > "$OUT/x2.log" 2>&1) &
+    wait
+    python3 -m benchmarks.report "$W"/x{0,1,2}/bench.json --out "$OUT/report.json" \
+      > "$OUT/report.log" 2>&1
+    for f in "$P"/*/*.raw; do
+      [ -f "$f" ] && { echo "===== $f"; python3 -m benchmarks.pyspy_summary "$f" --rate 50; }
+    done > "$OUT/profiles.txt" 2>&1
+    summary "$OUT"/x{0,1,2}.log "$OUT/report.log"
+    pack_logs diag
+    ;;
   prep)
     python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')"
     # Models and workloads once, before lanes share them.

@@ -168,6 +168,8 @@ def test_manifest_accounts_for_every_record(first_run, corpus):
     assert sum(k["tokens"] for k in packs) == engine["tokens"] == c["tokens"]
     assert [k["start_s"] for k in packs] == sorted(k["start_s"] for k in packs)
     assert packs[0]["start_s"] == 0 and all(k["tokens_per_s"] > 0 for k in packs)
+    # ... and the CPU its engine processes used meanwhile (on CPU the engine is the actor).
+    assert all(sum(k["cpu_s"].values()) > 0 for k in packs) and all("load1" in k for k in packs)
 
 
 def test_embeddings_match_the_hf_reference(first_run, corpus, tiny_model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ import pyarrow.compute
 
 from pipeline import faults
 from pipeline.embed.engine import EngineSpec, build_llm
+from pipeline.embed.profile import profiled
 from pipeline.stages import Stage, StatsSink, report_key
 from pipeline.tokenize.pack import PACK_COLUMN, unpack
 from pipeline.write.layout import OUTPUT_COLUMNS
@@ -73,9 +75,12 @@ class EmbedStage(Stage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_columns(batch)
         windows = unpack(batch)
-        t0 = time.time()
-        out = self.embed_windows(windows)
-        t1 = time.time()
+        with profiled(f"pack-{os.getpid()}-{self.packs_done}"):
+            cpu0 = cpu_seconds()
+            t0 = time.time()
+            out = self.embed_windows(windows)
+            t1 = time.time()
+            cpu1 = cpu_seconds()
         self.packs_done += 1
         faults.trigger("embed.pack", self.packs_done)
         if out.num_rows:
@@ -91,8 +96,35 @@ class EmbedStage(Stage):
                     "engine_t0": [t0],
                     "engine_t1": [t1],
                     "engine_packs": [
-                        {"t0": t0, "s": t1 - t0, "windows": out.num_rows, "tokens": tokens}
+                        {
+                            "t0": t0,
+                            "s": t1 - t0,
+                            "windows": out.num_rows,
+                            "tokens": tokens,
+                            # CPU seconds of the actor and its engine processes over the pack:
+                            # near the wall time per busy process means CPU-bound, not GPU.
+                            "cpu_s": {k: round(cpu1.get(k, v) - v, 3) for k, v in cpu0.items()},
+                            "load1": os.getloadavg()[0],
+                        }
                     ],
                 },
             )
         return out
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time used so far by this process and by each of its descendants (the engine
+    core and its workers), keyed by process name and pid."""
+    try:
+        import psutil
+    except ImportError:  # a diagnostic only
+        return {}
+    me = psutil.Process()
+    out = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            out[f"{proc.name()}:{proc.pid}"] = t.user + t.system
+        except psutil.Error:  # gone between listing and reading
+            continue
+    return out
