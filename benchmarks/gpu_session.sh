@@ -58,9 +58,9 @@ case "${1:-}" in
   x2jobs)
     # Eager engines: the same steady speed here (BENCHMARKS.md, 10B knobs) without minutes of
     # cold compilation on a fresh machine, which left TP=2 unfinished last time.
-    CUDA_VISIBLE_DEVICES=0,1 timeout 500 python3 -m benchmarks.cluster_jobs --work "$W" \
+    CUDA_VISIBLE_DEVICES=0,1 timeout 420 python3 -m benchmarks.cluster_jobs --work "$W" \
       --layouts tp1_x2,tp2_x1 --extra +embed.engine_kwargs.enforce_eager=true \
-      --job-timeout 220 --out "$OUT" > "$OUT/jobs.log" 2>&1
+      --job-timeout 180 --out "$OUT" > "$OUT/jobs.log" 2>&1
     grep -vE '^\s*$' "$OUT/jobs.log" | grep -E '^(\{|layout|tp[12]_|.*FAILED)|Error' | tail -30
     mkdir -p "$W/jobs" && cp "$OUT"/tp*.log "$W/jobs/" 2>/dev/null; rm -f "$OUT"/tp*.log
     pack_logs jobs
@@ -79,19 +79,22 @@ case "${1:-}" in
     CUDA_VISIBLE_DEVICES=0 timeout 520 $B --timeout 200 --models genos_1_2b --workloads genome \
       --contenders engine,dnaembed,dnaembed:prof,engine:prof,dnaembed:omp16 --variants "$V0" \
       --lane x0 --out "$W/x0" > "$OUT/x0.log" 2>&1 &
-    # GPU1: engine vs HF float32 (10B), then Ray Data LLM timed inside its engine stage and
-    # the 1.2B engine vs float32.
-    (CUDA_VISIBLE_DEVICES=1 timeout 250 $B --timeout 200 --models genos_10b --workloads uniform,genome \
-       --contenders engine,hf_fp32 --lane x1 --out "$W/x1" > "$OUT/x1.log" 2>&1
+    # GPU1: the 10B engine first (its own compilation, not racing GPU0's for the same model),
+    # then Ray Data LLM timed inside its engine stage with the 1.2B engine and HF float32,
+    # then the 10B float32 reference.
+    (CUDA_VISIBLE_DEVICES=1 timeout 170 $B --timeout 160 --models genos_10b --workloads uniform,genome \
+       --contenders engine --lane x1 --out "$W/x1" > "$OUT/x1.log" 2>&1
      CUDA_VISIBLE_DEVICES=1 timeout 270 $B --timeout 200 --models genos_1_2b \
-       --contenders raydata,engine,hf_fp32 --lane x2 --out "$W/x2" > "$OUT/x2.log" 2>&1) &
+       --contenders raydata,engine,hf_fp32 --lane x2 --out "$W/x2" > "$OUT/x2.log" 2>&1
+     CUDA_VISIBLE_DEVICES=1 timeout 100 $B --timeout 95 --models genos_10b --workloads uniform,genome \
+       --contenders hf_fp32 --no-warm-caches --lane x3 --out "$W/x3" > "$OUT/x3.log" 2>&1) &
     wait
-    python3 -m benchmarks.report "$W"/x{0,1,2}/bench.json --out "$OUT/report.json" \
+    python3 -m benchmarks.report "$W"/x{0,1,2,3}/bench.json --out "$OUT/report.json" \
       > "$OUT/report.log" 2>&1
     for f in "$P"/*/*.raw; do
       [ -f "$f" ] && { echo "===== $f"; python3 -m benchmarks.pyspy_summary "$f" --rate 50; }
     done > "$OUT/profiles.txt" 2>&1
-    summary "$OUT"/x{0,1,2}.log "$OUT/report.log"
+    summary "$OUT"/x{0,1,2,3}.log "$OUT/report.log"
     pack_logs diag
     ;;
   prep)
