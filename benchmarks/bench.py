@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -81,6 +83,10 @@ def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
     path = work / f"{spec['model']}.{label}.{spec['tag']}{lane}.json"
     path.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # A Ray temp dir of its own (short: it holds unix sockets), to read its workers' logs if
+    # the contender fails: an actor that dies at start shows nothing in the driver's output.
+    ray_tmp = Path(f"/tmp/rt-{os.getpid()}-{label}{lane}")
+    env["RAY_TMPDIR"] = str(ray_tmp)
     load_start = os.getloadavg()[0]
     with GpuMemory() as mem:
         t = time.perf_counter()
@@ -94,10 +100,16 @@ def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired as e:
-            return {"error": f"timed out after {timeout} s: {str(e.stderr)[-800:]}"}
+            out = _text(e.stdout) + _text(e.stderr)
+            (work / f"{path.stem}.log").write_text(out + ray_errors(ray_tmp))
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+            return {"error": f"timed out after {timeout} s: {out[-800:]}"}
         elapsed = time.perf_counter() - t
-    (work / f"{path.stem}.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
+    failed = proc.returncode != 0
+    log = proc.stdout + proc.stderr + (ray_errors(ray_tmp) if failed else "")
+    (work / f"{path.stem}.log").write_text(log)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    if failed:
         tail = (proc.stdout + proc.stderr)[-1500:]
         print(f"  {spec['contender']} FAILED ({elapsed:.0f} s):\n{tail}", flush=True)
         return {"error": tail}
@@ -110,6 +122,25 @@ def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
         # Other work on the machine meanwhile (lanes run side by side): 1-minute load average.
         r["load"] = [load_start, os.getloadavg()[0], os.cpu_count()]
     return results
+
+
+def _text(x: bytes | str | None) -> str:
+    return x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+
+
+def ray_errors(ray_tmp: Path, limit: int = 200_000) -> str:
+    """Error lines, with context, from the Ray workers' logs of a failed contender."""
+    out = []
+    for f in sorted(ray_tmp.glob("ray/session_*/logs/*")):
+        if not f.is_file() or f.suffix not in (".err", ".out", ".log"):
+            continue
+        lines = f.read_text(errors="replace").splitlines()
+        hits = [i for i, line in enumerate(lines) if re.search(r"Error|Traceback|Exception", line)]
+        if hits:
+            out.append(f"\n===== {f.name}")
+            keep = sorted({j for i in hits for j in range(max(0, i - 3), min(len(lines), i + 8))})
+            out += [lines[j] for j in keep]
+    return "\n".join(out)[-limit:]
 
 
 def load_sample(path: str) -> dict[str, np.ndarray]:

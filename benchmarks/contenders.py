@@ -266,11 +266,15 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
         extra["placement_group_config"] = {"bundle_per_worker": {"CPU": 1}}
         extra["runtime_env"] = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
     t = time.perf_counter()
+    # The hook stamps rows inside the engine stage (steady time); without it, wall time only.
+    hook = spec.get("raydata_hook", True)
     ray.init(
         address="local",
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"worker_process_setup_hook": "benchmarks.raydata_timing.install"},
+        runtime_env={"worker_process_setup_hook": "benchmarks.raydata_timing.install"}
+        if hook
+        else None,
     )
     ray_s = time.perf_counter() - t
     results = []
@@ -298,8 +302,8 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
                 "chunk_id": r["chunk_id"],
                 "emb": r["embeddings"],
                 "n": r["num_input_tokens"],
-                "t_submit": r["t_submit"],
-                "t_out": r["t_out"],
+                "t_submit": r.get("t_submit"),
+                "t_out": r.get("t_out"),
             },
         )
         table = pa.table({"chunk_id": ids, "ids": pa.array(tokens, pa.list_(pa.int32()))})
@@ -309,8 +313,9 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
         emb = {r["chunk_id"]: np.asarray(r["emb"], np.float32) for r in rows}
         # Steady time as for dnaembed: from the first batch reaching the engine to the last
         # embedding out of it.
-        steady = max(r["t_out"] for r in rows) - min(r["t_submit"] for r in rows)
-        results.append({"start_s": wall - steady, "steady_s": steady, "wall_s": wall, "emb": emb})
+        steady = max(r["t_out"] for r in rows) - min(r["t_submit"] for r in rows) if hook else None
+        start = wall - steady if steady else None
+        results.append({"start_s": start, "steady_s": steady, "wall_s": wall, "emb": emb})
     ray.shutdown()
     return results
 

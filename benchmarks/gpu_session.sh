@@ -97,6 +97,24 @@ case "${1:-}" in
     summary "$OUT"/x{0,1,2,3}.log "$OUT/report.log"
     pack_logs diag
     ;;
+  h200prep)
+    python3 -m benchmarks.bench --models genos_1_2b --contenders "" --no-warm-caches \
+      --workloads uniform,genome --out "$W/prep" --work "$W" > "$W/prep.log" 2>&1
+    grep -E '^\[genos|Error|Traceback' "$W/prep.log"
+    ;;
+  h200serial)
+    # One GPU, one contender at a time and nothing beside it: the x2 session showed that an
+    # engine on the other GPU slowed whichever contender overlapped it (the bare engine too).
+    V='{"dnaembed:b262k": {"contender": "dnaembed", "overrides": ["embed.max_batch_tokens=262144"]},
+        "raydata:nohook": {"contender": "raydata", "spec": {"raydata_hook": false}}}'
+    timeout 540 python3 -m benchmarks.bench --work "$W" --timeout 130 --models genos_1_2b \
+      --workloads uniform,genome --variants "$V" \
+      --contenders engine,dnaembed,dnaembed:b262k,raydata,raydata:nohook \
+      --lane s0 --out "$W/s0" > "$OUT/s0.log" 2>&1
+    cp "$W/s0/bench.json" "$OUT/serial.json"
+    summary "$OUT/s0.log"
+    pack_logs serial
+    ;;
   prep)
     python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')"
     # Models and workloads once, before lanes share them.
