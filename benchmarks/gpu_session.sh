@@ -115,6 +115,16 @@ case "${1:-}" in
     summary "$OUT/s0.log"
     pack_logs serial
     ;;
+  h200rd)
+    # Ray Data LLM alone on one GPU, timed inside its engine stage, beside the bare engine.
+    V='{"raydata:nohook": {"contender": "raydata", "spec": {"raydata_hook": false}}}'
+    timeout 370 python3 -m benchmarks.bench --work "$W" --timeout 200 --models genos_1_2b \
+      --workloads uniform,genome,long --variants "$V" --contenders raydata,engine,raydata:nohook \
+      --lane r0 --out "$W/r0" > "$OUT/r0.log" 2>&1
+    cp "$W/r0/bench.json" "$OUT/raydata.json"
+    summary "$OUT/r0.log"
+    pack_logs raydata
+    ;;
   prep)
     python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')"
     # Models and workloads once, before lanes share them.
