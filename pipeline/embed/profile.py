@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 @contextmanager
 def profiled(tag: str) -> Iterator[None]:
     where = os.environ.get(ENV)
-    exe = shutil.which("py-spy") if where else None
+    exe = _py_spy() if where else None
     if not where:
         yield
         return
@@ -56,6 +57,12 @@ def profiled(tag: str) -> Iterator[None]:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _py_spy() -> str | None:
+    # Installed beside this Python (a venv whose bin is not on PATH), or on PATH.
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
 
 
 def _unblock_signals() -> None:
