@@ -129,7 +129,7 @@ def test_write_broken_after_k_bytes(ray_session, corpus, reference, tmp_path, mo
     assert fired.exists()
     names = sorted(p.name for p in (out / "shards").iterdir()) if (out / "shards").exists() else []
     committed = (
-        sorted(p.name.removesuffix(".json") for p in (out / "commits").glob("*.json"))
+        sorted(p.name.removesuffix(".json") for p in (out / "commits").glob("part-*.json"))
         if (out / "commits").exists()
         else []
     )
@@ -178,7 +178,7 @@ def test_driver_killed_then_resumed(ray_session, corpus, reference, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 17, proc.stderr[-2000:]
-    commits = list((out / "commits").glob("*.json"))
+    commits = list((out / "commits").glob("part-*.json"))
     assert len(commits) >= 3
     with pytest.raises(OutputError, match="no manifest: the run is incomplete"):
         load_embeddings(str(out))

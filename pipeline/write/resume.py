@@ -54,7 +54,9 @@ def _read_commit(out: OutputDir, path: str, fingerprint: str) -> tuple[dict, np.
 def scan_committed(out: OutputDir, fingerprint: str) -> Committed:
     """Committed shards whose files are whole; shards that overlap an earlier one are dropped."""
     out.fs.invalidate_cache()
-    pattern = out.file(COMMITS, "*.json")
+    # Committed names only: a `.tmp-*` file is a write still in flight (a task of a killed
+    # driver can outlive it) and may be renamed or half-written while we look.
+    pattern = out.file(COMMITS, "part-*.json")
     paths = sorted(out.fs.glob(pattern)) if out.exists(COMMITS) else []
     with ThreadPoolExecutor(16) as pool:
         found = [r for r in pool.map(lambda p: _read_commit(out, p, fingerprint), paths) if r]
