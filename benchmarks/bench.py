@@ -79,7 +79,7 @@ class GpuMemory:
 
 def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
     lane = f".{spec['lane']}" if spec.get("lane") else ""
-    label = spec.get("label", spec["contender"]).replace(":", "-")
+    label = spec.get("label", spec["contender"])
     path = work / f"{spec['model']}.{label}.{spec['tag']}{lane}.json"
     path.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -88,27 +88,28 @@ def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
     ray_tmp = Path(f"/tmp/rt-{os.getpid()}-{label}{lane}")
     env["RAY_TMPDIR"] = str(ray_tmp)
     load_start = os.getloadavg()[0]
-    with GpuMemory() as mem:
-        t = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "benchmarks.contenders", str(path)],
-                cwd=REPO,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as e:
-            out = _text(e.stdout) + _text(e.stderr)
-            (work / f"{path.stem}.log").write_text(out + ray_errors(ray_tmp))
-            shutil.rmtree(ray_tmp, ignore_errors=True)
-            return {"error": f"timed out after {timeout} s: {out[-800:]}"}
-        elapsed = time.perf_counter() - t
-    failed = proc.returncode != 0
-    log = proc.stdout + proc.stderr + (ray_errors(ray_tmp) if failed else "")
-    (work / f"{path.stem}.log").write_text(log)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
+    try:
+        with GpuMemory() as mem:
+            t = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.contenders", str(path)],
+                    cwd=REPO,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                )
+            except subprocess.TimeoutExpired as e:
+                out = _text(e.stdout) + _text(e.stderr)
+                (work / f"{path.stem}.log").write_text(out + ray_errors(ray_tmp))
+                return {"error": f"timed out after {timeout} s: {out[-800:]}"}
+            elapsed = time.perf_counter() - t
+        failed = proc.returncode != 0
+        log = proc.stdout + proc.stderr + (ray_errors(ray_tmp) if failed else "")
+        (work / f"{path.stem}.log").write_text(log)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     if failed:
         tail = (proc.stdout + proc.stderr)[-1500:]
         print(f"  {spec['contender']} FAILED ({elapsed:.0f} s):\n{tail}", flush=True)
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = {
                 **base,
                 "contender": v.get("contender", name),
-                "label": name,
+                "label": name.replace(":", "-"),  # for file names
                 "extra_overrides": v.get("overrides", []),
                 "env": v.get("env", {}),
                 "tag": "main",
@@ -432,7 +433,7 @@ def ratios(rows: list[dict], report: dict) -> None:
     by = {(r["model"], r["workload"], r["contender"]): r for r in rows if "tok_s_wall" in r}
     out = {}
     for (model, kind, name), r in by.items():
-        if name.split(":")[0] != "dnaembed" or name.startswith("dnaembed@"):
+        if name.split(":")[0] != "dnaembed":
             continue
         for other in ("engine", "hf_today", "hf_tuned", "raydata"):
             o = by.get((model, kind, other))

@@ -91,7 +91,7 @@ def dnaembed(spec: dict, workloads: list[dict]) -> list[dict]:
     ray_s = time.perf_counter() - t
     results = []
     for w in workloads:
-        label = spec.get("label", "dnaembed").replace(":", "-")
+        label = spec.get("label", "dnaembed")
         out = w["work"] + f"/out.{label}" + (f".{spec['lane']}" if spec.get("lane") else "")
         overrides = [
             *w["dnaembed_overrides"],

@@ -14,7 +14,9 @@
 #   bash benchmarks/gpu_session.sh x2jobs  # the Ray-job layouts (10B): TP=1 x 2, TP=2 x 1
 #   bash benchmarks/gpu_session.sh x2diag  # GPU0: the genome loss, profiled; GPU1: Ray Data
 #                                          # LLM timed in its stage, engine vs HF float32
-# Each x2 mode leaves at most a few files in $OUT: its JSON, a summary, and logs.tar.gz.
+# On one H200 (nvidia-h200): h200prep (1.2B model and workloads), then h200serial (engine and
+# pipeline one at a time, nothing beside them) or h200rd (Ray Data LLM beside the engine).
+# Each x2/h200 mode leaves a few files in $OUT: its JSON and one logs-<mode>.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/bench-out}
@@ -41,6 +43,14 @@ summary() {  # the tables, from each log
   done
 }
 
+build_models() {  # models and workloads once, before lanes share them: build_models MODELS WORKLOADS
+  python3 -m benchmarks.bench --models "$1" --workloads "$2" --contenders "" --no-warm-caches \
+    --out "$W/prep" --work "$W" > "$W/prep.log" 2>&1
+  grep -E '^\[genos|Error|Traceback' "$W/prep.log"
+}
+# Ray Data LLM without the timing hook: wall time only.
+RD_NOHOOK='"raydata:nohook": {"contender": "raydata", "spec": {"raydata_hook": false}}'
+
 pack_logs() {  # every log and profile of this mode in one file (the device returns 8 files)
   tar -czf "$OUT/logs-$1.tar.gz" --ignore-failed-read "$W"/*.log "$W"/jobs/*.log "$W"/prof \
     "$OUT"/*.log 2>/dev/null
@@ -51,9 +61,7 @@ case "${1:-}" in
   x2prep)
     python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')"
     py-spy --version
-    python3 -m benchmarks.bench --models genos_1_2b,genos_10b --contenders "" --no-warm-caches \
-      --out "$W/prep" --work "$W" > "$W/prep.log" 2>&1
-    grep -E '^\[genos|Error|Traceback' "$W/prep.log"
+    build_models genos_1_2b,genos_10b uniform,genome,long
     ;;
   x2jobs)
     # Eager engines: the same steady speed here (BENCHMARKS.md, 10B knobs) without minutes of
@@ -98,15 +106,13 @@ case "${1:-}" in
     pack_logs diag
     ;;
   h200prep)
-    python3 -m benchmarks.bench --models genos_1_2b --contenders "" --no-warm-caches \
-      --workloads uniform,genome --out "$W/prep" --work "$W" > "$W/prep.log" 2>&1
-    grep -E '^\[genos|Error|Traceback' "$W/prep.log"
+    build_models genos_1_2b uniform,genome
     ;;
   h200serial)
     # One GPU, one contender at a time and nothing beside it: the x2 session showed that an
     # engine on the other GPU slowed whichever contender overlapped it (the bare engine too).
     V='{"dnaembed:b262k": {"contender": "dnaembed", "overrides": ["embed.max_batch_tokens=262144"]},
-        "raydata:nohook": {"contender": "raydata", "spec": {"raydata_hook": false}}}'
+        '$RD_NOHOOK'}'
     timeout 540 python3 -m benchmarks.bench --work "$W" --timeout 130 --models genos_1_2b \
       --workloads uniform,genome --variants "$V" \
       --contenders engine,dnaembed,dnaembed:b262k,raydata,raydata:nohook \
@@ -117,7 +123,7 @@ case "${1:-}" in
     ;;
   h200rd)
     # Ray Data LLM alone on one GPU, timed inside its engine stage, beside the bare engine.
-    V='{"raydata:nohook": {"contender": "raydata", "spec": {"raydata_hook": false}}}'
+    V="{$RD_NOHOOK}"
     timeout 370 python3 -m benchmarks.bench --work "$W" --timeout 200 --models genos_1_2b \
       --workloads uniform,genome,long --variants "$V" --contenders raydata,engine,raydata:nohook \
       --lane r0 --out "$W/r0" > "$OUT/r0.log" 2>&1

@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 @contextmanager
 def profiled(tag: str) -> Iterator[None]:
     where = os.environ.get(ENV)
-    exe = _py_spy() if where else None
     if not where:
         yield
         return
+    exe = _py_spy()
     if exe is None:
         log.warning("%s is set but py-spy is not installed (pip install py-spy)", ENV)
         yield

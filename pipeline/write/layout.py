@@ -25,6 +25,7 @@ RUN = "run.json"
 CONFIG = "config.yaml"
 SHARDS = "shards"
 COMMITS = "commits"
+SHARD_PREFIX = "part-"  # a committed name; writes in flight are `.tmp-*`
 FORMAT = "dnaembed/1"
 
 

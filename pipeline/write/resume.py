@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import OutputError
 from pipeline.stages import Stage, StatsSink, report_key
 from pipeline.window.windows import ID_LEN, MASK, id_array, id_hash
-from pipeline.write.layout import COMMITS, SHARDS, OutputDir
+from pipeline.write.layout import COMMITS, SHARD_PREFIX, SHARDS, OutputDir
 
 
 @dataclass
@@ -56,7 +56,7 @@ def scan_committed(out: OutputDir, fingerprint: str) -> Committed:
     out.fs.invalidate_cache()
     # Committed names only: a `.tmp-*` file is a write still in flight (a task of a killed
     # driver can outlive it) and may be renamed or half-written while we look.
-    pattern = out.file(COMMITS, "part-*.json")
+    pattern = out.file(COMMITS, f"{SHARD_PREFIX}*.json")
     paths = sorted(out.fs.glob(pattern)) if out.exists(COMMITS) else []
     with ThreadPoolExecutor(16) as pool:
         found = [r for r in pool.map(lambda p: _read_commit(out, p, fingerprint), paths) if r]

@@ -12,7 +12,14 @@ import pyarrow.parquet as pq
 
 from pipeline.stages import Stage
 from pipeline.window.windows import id_array, id_hash
-from pipeline.write.layout import COMMITS, OUTPUT_COLUMNS, SHARDS, SORT_KEYS, OutputDir
+from pipeline.write.layout import (
+    COMMITS,
+    OUTPUT_COLUMNS,
+    SHARD_PREFIX,
+    SHARDS,
+    SORT_KEYS,
+    OutputDir,
+)
 
 COMMIT_SCHEMA = pa.schema(
     [
@@ -32,7 +39,7 @@ def shard_name(chunk_ids: list[str]) -> str:
     h = hashlib.blake2b(digest_size=12)
     for cid in sorted(chunk_ids):
         h.update(cid.encode())
-    return f"part-{h.hexdigest()}.parquet"
+    return f"{SHARD_PREFIX}{h.hexdigest()}.parquet"
 
 
 class WriteStage(Stage):
