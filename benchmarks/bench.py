@@ -399,7 +399,15 @@ def collect(model: str, shape, kinds: list[str], prepared: dict, results: dict) 
                 **fidelity(r, reference),
                 **fidelity(r, exact, "_fp32"),
             }
-            for extra in ("engine", "hf_budget", "note", "sample_file", "lane", "load"):
+            for extra in (
+                "engine",
+                "hf_budget",
+                "note",
+                "sample_file",
+                "lane",
+                "load",
+                "row_times",
+            ):
                 if r.get(extra) is not None:
                     row[extra] = r[extra]
             rows.append(row)

@@ -255,6 +255,7 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
     import ray
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
+    from benchmarks import raydata_timing
     from pipeline.embed.engine import engine_kwargs
 
     kwargs = engine_kwargs(_engine_spec(spec))
@@ -266,16 +267,7 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
         extra["placement_group_config"] = {"bundle_per_worker": {"CPU": 1}}
         extra["runtime_env"] = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
     t = time.perf_counter()
-    # The hook stamps rows inside the engine stage (steady time); without it, wall time only.
-    hook = spec.get("raydata_hook", True)
-    ray.init(
-        address="local",
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"worker_process_setup_hook": "benchmarks.raydata_timing.install"}
-        if hook
-        else None,
-    )
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     ray_s = time.perf_counter() - t
     results = []
     for w in workloads:
@@ -297,25 +289,34 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
         processor = build_processor(
             config,
             preprocess=lambda r: {"tokenized_prompt": [int(x) for x in r["ids"]]},
-            # t_submit, t_out: stamped inside the engine stage (benchmarks.raydata_timing).
             postprocess=lambda r: {
                 "chunk_id": r["chunk_id"],
                 "emb": r["embeddings"],
                 "n": r["num_input_tokens"],
-                "t_submit": r.get("t_submit"),
-                "t_out": r.get("t_out"),
+                "batch": r["batch_uuid"],
+                # Stamped inside the engine stage (benchmarks.raydata_timing).
+                "t_submit": r["t_submit"],
+                "t_out": r["t_out"],
             },
         )
+        raydata_timing.install(processor)
         table = pa.table({"chunk_id": ids, "ids": pa.array(tokens, pa.list_(pa.int32()))})
         t = time.perf_counter()
         rows = processor(ray.data.from_arrow(table)).take_all()
         wall = time.perf_counter() - t + ray_s
         emb = {r["chunk_id"]: np.asarray(r["emb"], np.float32) for r in rows}
-        # Steady time as for dnaembed: from the first batch reaching the engine to the last
-        # embedding out of it.
-        steady = max(r["t_out"] for r in rows) - min(r["t_submit"] for r in rows) if hook else None
-        start = wall - steady if steady else None
-        results.append({"start_s": start, "steady_s": steady, "wall_s": wall, "emb": emb})
+        # Steady time as for dnaembed: from the first batch reaching the engine stage to the
+        # last embedding out of it.
+        t0 = min(r["t_submit"] for r in rows)
+        steady = max(r["t_out"] for r in rows) - t0
+        result = {"start_s": wall - steady, "steady_s": steady, "wall_s": wall, "emb": emb}
+        # Each row's times from the first batch in: how batches overlapped in the engine.
+        result["row_times"] = [
+            {"batch": r["batch"][:8], "n": r["n"]}
+            | {k: round(r[k] - t0, 4) for k in ("t_submit", "t_out")}
+            for r in rows
+        ]
+        results.append(result)
     ray.shutdown()
     return results
 
