@@ -211,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run the engine once over the workloads first, untimed, so that torch.compile "
         "and Triton's kernel caches are warm for every contender (default: on for cuda)",
     )
+    ap.add_argument(
+        "--warm-envs",
+        default="[{}]",
+        help="JSON list: one cache warm-up per environment (a variant whose environment "
+        "selects other kernels, e.g. VLLM_TUNED_CONFIG_FOLDER, needs its own)",
+    )
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument(
         "--lane",
@@ -309,14 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         if warm and kinds:
             # Compiled kernels are cached on disk per shape: whichever contender ran first would
             # pay for all of them (seen: the same engine, 268k tok/s cold, 453k warm).
-            spec = {
-                **base,
-                "contender": "engine",
-                "tag": "warm",
-                "workloads": [_strip(prepared[k]) for k in main_kinds or ["scale"]],
-            }
-            print(f"[{model}] warming caches ...", flush=True)
-            run_contender(spec, work, args.timeout)
+            for i, env in enumerate(json.loads(args.warm_envs)):
+                spec = {
+                    **base,
+                    "contender": "engine",
+                    "tag": f"warm{i}" if i else "warm",
+                    "env": env,
+                    "workloads": [_strip(prepared[k]) for k in main_kinds or ["scale"]],
+                }
+                print(f"[{model}] warming caches {env or ''}...", flush=True)
+                run_contender(spec, work, args.timeout)
         for name in [c for c in args.contenders.split(",") if c] if main_kinds else []:
             v = variants.get(name, {})
             spec = {

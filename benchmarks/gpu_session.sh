@@ -16,7 +16,9 @@
 #                                          # LLM timed in its stage, engine vs HF float32
 # On one H200 (nvidia-h200): h200prep (1.2B model and workloads), then h200serial (engine and
 # pipeline one at a time, nothing beside them) or h200rd (Ray Data LLM beside the engine).
-# Each x2/h200 mode leaves a few files in $OUT: its JSON and one logs-<mode>.tar.gz.
+# Fourth session, one H200: s4prep (models, MoE tiles tuned), s4rd (Ray Data LLM, engine,
+# pipeline; 1.2B), s4moe (10B with vLLM's and the tuned MoE tiles).
+# Each x2/h200/s4 mode leaves a few files in $OUT: its JSON and one logs-<mode>.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/bench-out}
@@ -130,6 +132,45 @@ case "${1:-}" in
     cp "$W/r0/bench.json" "$OUT/raydata.json"
     summary "$OUT/r0.log"
     pack_logs raydata
+    ;;
+  s4prep)
+    # Fourth session, one H200: both models and workloads, then vLLM's fused-MoE tiles tuned
+    # for the 10B shape (vLLM ships none for 8 experts x 8192 on Hopper) and, for comparison,
+    # the 1.2B shape (it ships one).
+    build_models genos_1_2b,genos_10b uniform,genome,long
+    mkdir -p "$W/moe" "$W/moe12"
+    timeout 300 python3 -m benchmarks.moe_tune --shape genos_10b --out-dir "$W/moe" \
+      --json "$OUT/moe_tune_10b.json" > "$OUT/moe_tune_10b.log" 2>&1
+    timeout 120 python3 -m benchmarks.moe_tune --shape genos_1_2b --out-dir "$W/moe12" \
+      --json "$OUT/moe_tune_1_2b.json" > "$OUT/moe_tune_1_2b.log" 2>&1
+    cp "$W"/moe/*.json "$OUT/" 2>/dev/null
+    grep -E '^(genos|vLLM|M=|wrote)|Error|Traceback' "$OUT"/moe_tune_*.log
+    pack_logs s4prep
+    ;;
+  s4rd)
+    # 1.2B: Ray Data LLM (timed inside its engine stage), the engine and the pipeline, one
+    # contender at a time on one GPU.
+    timeout 570 python3 -m benchmarks.bench --work "$W" --timeout 220 --models genos_1_2b \
+      --workloads uniform,genome,long --contenders raydata,engine,dnaembed \
+      --lane r4 --out "$W/r4" > "$OUT/r4.log" 2>&1
+    cp "$W/r4/bench.json" "$OUT/raydata_1_2b.json"
+    summary "$OUT/r4.log"
+    pack_logs s4rd
+    ;;
+  s4moe)
+    # 10B: the engine with vLLM's MoE tiles and with the tuned ones (s4prep), the pipeline
+    # with the tuned ones, HF tuned; caches warmed for both tile sets first.
+    M='{"VLLM_TUNED_CONFIG_FOLDER": "'$W'/moe"}'
+    V='{"engine:moe": {"contender": "engine", "env": '$M'},
+        "dnaembed:moe": {"contender": "dnaembed",
+         "overrides": ["+embed.env_vars.VLLM_TUNED_CONFIG_FOLDER='$W'/moe"]}}'
+    timeout 580 python3 -m benchmarks.bench --work "$W" --timeout 250 --models genos_10b \
+      --workloads uniform,genome,long --variants "$V" --warm-envs "[{}, $M]" \
+      --contenders engine,engine:moe,dnaembed:moe,hf_tuned \
+      --lane m4 --out "$W/m4" > "$OUT/m4.log" 2>&1
+    cp "$W/m4/bench.json" "$OUT/moe_10b.json"
+    summary "$OUT/m4.log"
+    pack_logs s4moe
     ;;
   prep)
     python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')"
