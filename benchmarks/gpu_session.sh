@@ -157,6 +157,41 @@ case "${1:-}" in
     summary "$OUT/r4.log"
     pack_logs s4rd
     ;;
+  s4rdA)
+    # Ray Data LLM on a fresh H200 (the 1.2B model first): its engine starts in ~70 s per
+    # workload, so three workloads need far more than s4rd's 220 s.
+    build_models genos_1_2b uniform,genome,long
+    timeout 420 python3 -m benchmarks.bench --work "$W" --timeout 400 --models genos_1_2b \
+      --workloads uniform,genome,long --contenders raydata --lane r5 --out "$W/r5" \
+      > "$OUT/r5.log" 2>&1
+    cp "$W/r5/bench.json" "$OUT/raydata_r5.json"
+    summary "$OUT/r5.log"
+    pack_logs s4rdA
+    ;;
+  s4rdB)
+    # Then the engine and the pipeline on the same GPU (caches already warm from s4rdA).
+    timeout 400 python3 -m benchmarks.bench --work "$W" --timeout 250 --models genos_1_2b \
+      --workloads uniform,genome,long --contenders engine,dnaembed --no-warm-caches \
+      --lane r6 --out "$W/r6" > "$OUT/r6.log" 2>&1
+    python3 -m benchmarks.report "$W"/r5/bench.json "$W"/r6/bench.json --out "$OUT/report.json" \
+      > "$OUT/report.log" 2>&1
+    summary "$OUT/r6.log" "$OUT/report.log"
+    pack_logs s4rdB
+    ;;
+  s4ship)
+    # 10B with the tiles now shipped in pipeline/embed/moe_configs (picked up by default):
+    # engine and pipeline as users get them, vLLM's stock tiles beside them, HF as reference.
+    build_models genos_10b uniform,genome
+    S='{"VLLM_TUNED_CONFIG_FOLDER": "/tmp/no-moe-configs"}'
+    V='{"engine:stock": {"contender": "engine", "env": '$S'}}'
+    timeout 440 python3 -m benchmarks.bench --work "$W" --timeout 200 --models genos_10b \
+      --workloads uniform,genome --variants "$V" --warm-envs "[{}, $S]" \
+      --contenders engine,dnaembed,engine:stock,hf_today --lane p4 --out "$W/p4" \
+      > "$OUT/p4.log" 2>&1
+    cp "$W/p4/bench.json" "$OUT/shipped_10b.json"
+    summary "$OUT/p4.log"
+    pack_logs s4ship
+    ;;
   s4moe)
     # 10B: the engine with vLLM's MoE tiles and with the tuned ones (s4prep), the pipeline
     # with the tuned ones, HF tuned; caches warmed for both tile sets first.

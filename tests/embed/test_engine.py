@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
-from pipeline.embed.engine import OWNED_KEYS, EngineSpec, engine_env, engine_kwargs
+from pipeline.embed.engine import (
+    MOE_CONFIGS,
+    MOE_ENV,
+    OWNED_KEYS,
+    EngineSpec,
+    engine_env,
+    engine_kwargs,
+    use_moe_configs,
+)
 from pipeline.errors import ConfigError
 
 
@@ -47,3 +58,39 @@ def test_engine_env():
     assert engine_env(spec(), {"VLLM_ATTENTION_BACKEND": "FLASH_ATTN"}) == {
         "VLLM_ATTENTION_BACKEND": "FLASH_ATTN"
     }
+
+
+def test_moe_tiles_are_ours_on_gpu_unless_the_user_chose():
+    env: dict[str, str] = {}
+    assert use_moe_configs(spec(), env) == str(MOE_CONFIGS) == env[MOE_ENV]
+    assert use_moe_configs(spec(device="cpu"), {}) is None
+    mine = {MOE_ENV: "/my/tiles"}
+    assert use_moe_configs(spec(), mine) == "/my/tiles"
+
+
+def test_shipped_moe_tiles_load_through_vllms_own_lookup(tmp_path, monkeypatch):
+    """Each file is named as vLLM names it, and vLLM's loader reads it back whole (here under
+    this machine's device name: the lookup is by name, the content is what is checked)."""
+    from vllm.model_executor.layers.fused_moe import fused_moe
+
+    files = sorted(MOE_CONFIGS.glob("*.json"))
+    assert files, "no MoE tiles shipped"
+    for f in files:
+        e, n = (
+            int(x) for x in re.fullmatch(r"E=(\d+),N=(\d+),device_name=\w+\.json", f.name).groups()
+        )
+        device = f.name.split("device_name=")[1].removesuffix(".json")
+        assert (
+            fused_moe.get_config_file_name(e, n, None).replace(
+                fused_moe.get_device_name_as_file_name(), device
+            )
+            == f.name
+        )
+        table = json.loads(f.read_text())
+        (tmp_path / fused_moe.get_config_file_name(e, n, None)).write_text(f.read_text())
+        monkeypatch.setenv(MOE_ENV, str(tmp_path))
+        fused_moe.get_moe_configs.cache_clear()
+        got = fused_moe.get_moe_configs(e, n, None)
+        fused_moe.get_moe_configs.cache_clear()
+        assert got == {int(k): v for k, v in table.items()}
+        assert 131072 in got and got[131072]["BLOCK_SIZE_M"] >= 64  # prefill-sized steps tuned
