@@ -2,9 +2,9 @@
 
 vLLM ships tuned configs per (experts, expert width, GPU) and falls back to a generic one
 otherwise. Genos-1.2B (8 experts x 4096) has one for H100 and H200; Genos-10B (8 x 8192) has
-none, so its experts, about 80% of its FLOPs, run on the fallback. This times the kernel
-(`fused_experts`, as the engine calls it: bf16, top-2, SiLU) for a set of tile configs at
-prefill-sized token counts, keeps the fastest, and writes the file vLLM looks for in
+none, so its experts (about 70% of its FLOPs at 8192 tokens) run on the fallback. This times
+the kernel (`fused_experts`, as the engine calls it: bf16, top-2, SiLU) for a set of tile
+configs at prefill-sized token counts, keeps the fastest, and writes the file vLLM looks for in
 `VLLM_TUNED_CONFIG_FOLDER`. Small token counts (never seen by an embedding prefill) keep vLLM's
 own defaults, so nothing gets slower there.
 
