@@ -102,3 +102,20 @@ def test_cpu_smoke_run_of_every_contender(tmp_path):
         for key in ("pearson_min", "rel_l2_max", "pearson_min_fp32", "rel_l2_max_fp32"):
             assert merged[name][key] == pytest.approx(r[key]), (name, key)
     assert json.loads(merged_path.read_text())["ratios"] == report["ratios"]
+
+
+def test_moe_tune_candidates_fit_and_merge_keeps_small_steps_default():
+    from benchmarks import moe_tune
+
+    tiles = moe_tune.candidates()
+    assert tiles and all(set(t) == set(moe_tune.KEYS) for t in tiles)
+    for t in tiles:  # bf16 operands of A (M x K) and B (K x N), one buffer per stage
+        smem = (t["BLOCK_SIZE_M"] + t["BLOCK_SIZE_N"]) * t["BLOCK_SIZE_K"] * 2 * t["num_stages"]
+        assert smem <= moe_tune.SMEM_BYTES
+    # The tile shipped for Genos-10B on H200 is one the search can find.
+    shipped = (128, 256, 64, 8, 3)
+    keys = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "num_warps", "num_stages")
+    assert shipped in [tuple(t[k] for k in keys) for t in tiles]
+    table = moe_tune.merge({131072: {"a": 1}, 2048: {"b": 2}}, {1: {"d": 1}, 2048: {"d": 2}})
+    assert list(table) == ["1", "2048", "131072"]  # numeric order, as vLLM writes them
+    assert table["2048"] == {"b": 2} and table["1"] == {"d": 1}
