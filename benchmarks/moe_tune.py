@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         get_config_file_name,
         get_default_config,
         get_moe_configs,
+        try_get_optimal_moe_config,
     )
 
     from benchmarks.shapes import SHAPES
@@ -156,12 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             f"x{step['speedup']:.3f}  {best}  [{len(rows)} configs, {step['sweep_s']:.0f} s]",
             flush=True,
         )
-        if best is not None:
-            tuned[m] = best
-        elif shipped:  # vLLM's own, written out so the nearest-key lookup still finds it
-            tuned[m] = shipped[min(shipped, key=lambda x: abs(x - m))]
-        else:
-            tuned[m] = get_default_config(m, e, n, k, top_k, None)
+        # Where vLLM's own choice won, it is written out, so the nearest-key lookup still
+        # finds it for steps of this size.
+        tuned[m] = best or try_get_optimal_moe_config((e, 2 * n, k), (e, k, n), top_k, None, m)
         # Written after every step: a run cut short keeps what it found.
         report["config"] = merge(tuned, defaults)
         (out / name).write_text(json.dumps(report["config"], indent=2) + "\n")
