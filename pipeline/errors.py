@@ -7,11 +7,11 @@ class DnaEmbedError(Exception):
     """Base class: bad input, bad config or a refused output; never a bug of ours."""
 
 
-class ConfigError(DnaEmbedError):
+class ConfigError(DnaEmbedError, ValueError):
     """A config value is invalid or contradicts another."""
 
 
-class InputError(DnaEmbedError):
+class InputError(DnaEmbedError, ValueError):
     """An input file is missing, unreadable or malformed."""
 
 
@@ -29,7 +29,10 @@ def find_user_error(exc: BaseException) -> DnaEmbedError | None:
             continue
         seen.add(id(e))
         if isinstance(e, DnaEmbedError):
-            return e
+            # Ray re-raises a task's error as a subclass of it whose message is the remote
+            # traceback; the original, with its own message, is its `cause`.
+            original = getattr(e, "cause", None)
+            return original if isinstance(original, DnaEmbedError) else e
         cause = getattr(e, "cause", None)  # RayTaskError keeps the original here
         if isinstance(cause, BaseException):
             stack.append(cause)
