@@ -14,25 +14,31 @@ __all__ = [
     "EmbeddingDataset",
     "EmbeddingIterableDataset",
     "attach_labels",
+    "compose",
     "load_embeddings",
     "read_bed",
     "read_manifest",
     "region",
     "run",
     "shard_paths",
+    "to_config",
     "to_numpy",
 ]
 __version__ = "0.1.0"
 
 
 def run(cfg: Any) -> Any:
-    """Run the pipeline for a composed config (see pipeline.cli.compose)."""
+    """Run the pipeline for a config: `run(to_config(compose(["model=tiny", ...])))`."""
     from pipeline.run import run as _run
 
     return _run(cfg)
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("compose", "to_config"):
+        from pipeline import config
+
+        return getattr(config, name)
     # The torch datasets import torch: only when asked for.
     if name in ("EmbeddingDataset", "EmbeddingIterableDataset"):
         from pipeline.load import torch_data

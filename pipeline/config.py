@@ -1,52 +1,172 @@
 """Typed configuration: one dataclass per config group, composed by Hydra from ``conf/``.
 
-The YAML files in ``conf/`` hold values; these dataclasses hold types and validation, so a typo
-or a wrong type in an override fails at start, naming the key.
+This file is the one place for every key's type, default and documentation (the docstring
+under each field; ``dnaembed --help`` prints them). ``conf/`` holds only named options that
+differ from these defaults (``model=genos_10b``, ``ray=cluster``) and the defaults list. A typo,
+a wrong type or an out-of-range value fails at start, naming the key.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import ast
+import inspect
+import itertools
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from pipeline.errors import ConfigError
 
 IUPAC_DNA = "ACGTRYKMSWBDHVN"
-POOLING_TYPES = ("MEAN", "CLS", "LAST")
-DTYPES = ("float32", "bfloat16", "float16")
+
+
+class InputFormat(StrEnum):
+    auto = "auto"
+    fasta = "fasta"
+    fastq = "fastq"
+
+
+class InvalidChars(StrEnum):
+    error = "error"
+    to_n = "to_n"
+
+
+class AmbiguityCodes(StrEnum):
+    to_n = "to_n"
+    keep = "keep"
+
+
+class OnError(StrEnum):
+    error = "error"
+    skip = "skip"
+
+
+class LastWindow(StrEnum):
+    keep = "keep"
+    shift = "shift"
+    drop = "drop"
+
+
+class NPolicy(StrEnum):
+    keep = "keep"
+    skip = "skip"
+
+
+class DType(StrEnum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Pooling(StrEnum):
+    MEAN = "MEAN"
+    CLS = "CLS"
+    LAST = "LAST"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class OutputMode(StrEnum):
+    error = "error"
+    overwrite = "overwrite"
+
+
+class Compression(StrEnum):
+    zstd = "zstd"
+    snappy = "snappy"
+    gzip = "gzip"
+    lz4 = "lz4"
+    brotli = "brotli"
+    none = "none"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class Progress(StrEnum):
+    auto = "auto"
+    bar = "bar"
+    lines = "lines"
+    off = "off"
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value != MISSING
+
+
+def _at_least(key: str, value: Any, low: float) -> None:
+    if _is_set(value) and value < low:
+        raise ConfigError(f"{key} must be >= {low}, got {value}")
+
+
+def _within(key: str, value: Any, low: float, high: float, open_low: bool = False) -> None:
+    if not _is_set(value):
+        return
+    if value > high or value < low or (open_low and value == low):
+        bracket = "(" if open_low else "["
+        raise ConfigError(f"{key} must be in {bracket}{low}, {high}], got {value}")
 
 
 @dataclass
 class InputConfig:
-    # A path, glob or fsspec URI (s3://...), or a list of them.
     path: Any = MISSING
-    format: str = "auto"  # auto | fasta | fastq
-    # Characters outside IUPAC DNA: error (naming record and position) or map to N.
-    invalid_chars: str = "error"  # error | to_n
-    # IUPAC ambiguity codes (R, Y, ...): keep for the tokenizer, or map to N.
-    ambiguity_codes: str = "to_n"  # to_n | keep
-    # A malformed record or a broken file: stop the run (error), or skip it and list it in
-    # the manifest (skip).
-    on_error: str = "error"  # error | skip
+    """Input files: a path, glob, directory or fsspec URI (s3://bucket/*.fa.gz), or a list
+    of them (`input='[a.fa,reads/*.fq.gz]'`). Required; `input=X` is shorthand."""
+    format: InputFormat = InputFormat.auto
+    """auto (sniffed from the first byte) | fasta | fastq."""
+    invalid_chars: InvalidChars = InvalidChars.error
+    """Characters outside IUPAC DNA: error (naming file, record and position) | to_n."""
+    ambiguity_codes: AmbiguityCodes = AmbiguityCodes.to_n
+    """IUPAC codes R, Y, K, ...: to_n (map to N) | keep (pass to the tokenizer)."""
+    on_error: OnError = OnError.error
+    """A malformed record or broken file: error (stop) | skip (list it in the manifest)."""
+
+    def __post_init__(self) -> None:
+        if not _is_set(self.path):
+            return
+        paths = self.path if isinstance(self.path, list | tuple) else [self.path]
+        # OmegaConf has no Union of a string and a list, so this one key is checked here.
+        if not paths or not all(isinstance(p, str) and p for p in paths):
+            raise ConfigError(f"input.path must be a path, glob or URI (or a list), got {paths!r}")
 
 
 @dataclass
 class WindowConfig:
     size: int = 8192
-    stride: Any = None  # null: equal to size (no overlap)
-    # The final window of a record when shorter than `size`:
-    #   keep  - keep it shorter (no padding)
-    #   shift - move it left to end at the record end, so it is full-size (more overlap)
-    #   drop  - drop it (its bases are counted as uncovered in the manifest)
-    last: str = "keep"
+    """Bases per window."""
+    stride: int | None = None
+    """Start-to-start distance (null: equal to size); overlap = size - stride."""
+    last: LastWindow = LastWindow.keep
+    """The final window when shorter than size: keep (shorter, no padding) | shift (moved
+    left to end at the record end, full size) | drop (its bases counted as uncovered)."""
     min_length: int = 1
-    n_policy: str = "keep"  # keep | skip
+    """Shorter windows are dropped, shorter records skipped."""
+    n_policy: NPolicy = NPolicy.keep
+    """keep | skip windows whose N fraction exceeds max_n_fraction."""
     max_n_fraction: float = 0.5
+    """With n_policy=skip: the largest fraction of N a kept window may have."""
     reverse_complement: bool = False
-    # Windows generated per batch handed to the tokenizer.
+    """Also emit a '-' row per window: the reverse complement of the same span."""
     batch_windows: int = 512
+    """Windows per batch handed to the tokenizer (memory, not results)."""
+
+    def __post_init__(self) -> None:
+        for key in ("size", "min_length", "batch_windows"):
+            _at_least(f"window.{key}", getattr(self, key), 1)
+        _at_least("window.stride", self.stride, 1)
+        _within("window.max_n_fraction", self.max_n_fraction, 0.0, 1.0)
 
     @property
     def step(self) -> int:
@@ -57,63 +177,101 @@ class WindowConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    # Local directory or hub id. `tiny` is generated locally when path is null.
-    path: Any = None
-    revision: Any = None
-    tokenizer: Any = None
-    dtype: str = "bfloat16"
+    """Model name, set by the option (`model=tiny|genos_1_2b|genos_10b`, or yours with -cd).
+    Required."""
+    path: str | None = None
+    """Local directory or Hugging Face hub id; `tiny` is generated locally when null."""
+    revision: str | None = None
+    """Hub revision of model and tokenizer."""
+    tokenizer: str | None = None
+    """Tokenizer directory or hub id (null: the model's)."""
+    dtype: DType = DType.bfloat16
+    """Weights and activations: float32 | bfloat16 | float16."""
     max_model_len: int = 131072
-    pooling: str = "MEAN"
+    """Tokens per window at most: a longer window is a config error, never truncated."""
+    pooling: Pooling = Pooling.MEAN
+    """Pooling of a window's tokens: MEAN | CLS | LAST."""
     add_special_tokens: bool = False
+    """Add the tokenizer's special tokens (BOS/EOS) to each window."""
     trust_remote_code: bool = False
-    # Engine kwargs this model needs by default; `embed.engine_kwargs` overrides them.
+    """Run the model repository's own code (only for models that need it)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Engine kwargs this model needs by default; embed.engine_kwargs overrides them."""
+
+    def __post_init__(self) -> None:
+        _at_least("model.max_model_len", self.max_model_len, 1)
 
 
 @dataclass
 class EmbedConfig:
-    device: str = "auto"  # auto | cpu | cuda
-    # An int for a fixed pool, or [min, max] to autoscale.
+    device: Device = Device.auto
+    """auto (cuda if the Ray cluster has GPUs) | cpu | cuda."""
     num_actors: Any = 1
+    """Engines: an int for a fixed pool, or [min, max] to autoscale."""
     tensor_parallel_size: int = 1
+    """GPUs per engine = tensor_parallel_size x pipeline_parallel_size."""
     pipeline_parallel_size: int = 1
+    """Pipeline stages per engine."""
     cpus_per_actor: float = 1.0
-    # Restarts of a dead engine actor (its pack is retried on the new one); bounded, so a
-    # pack that kills every engine fails the run instead of looping.
+    """CPUs reserved per engine actor."""
     max_restarts: int = 4
-    # Token budget of one engine call; a window is never split, so one window may exceed it.
+    """Restarts of a dead engine actor (its pack is retried on the new one); bounded, so a
+    pack that kills every engine fails the run instead of looping."""
     max_batch_tokens: int = 1048576
-    # Fraction of GPU memory (of CPU RAM on the CPU build) for weights + KV cache; null = 0.9 on
-    # GPU, 0.2 on CPU.
-    gpu_memory_utilization: Any = None
+    """Tokens per engine call (one pack); a window is never split, so one may exceed it."""
+    gpu_memory_utilization: float | None = None
+    """Fraction of GPU memory (CPU RAM on the CPU build) for weights and KV cache; null: 0.9
+    on GPU, 0.2 on CPU."""
     seed: int = 0
+    """Engine seed."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    # Environment of the engine actors (e.g. VLLM_ATTENTION_BACKEND).
+    """Passed to vllm.LLM (enforce_eager, max_num_batched_tokens, ...); keys that decide
+    what is computed are refused, naming the config key to use instead."""
     env_vars: dict[str, str] = field(default_factory=dict)
+    """Environment of the engine actors, e.g. {VLLM_ATTENTION_BACKEND: FLASH_ATTN}."""
+
+    def __post_init__(self) -> None:
+        if _is_set(self.num_actors):
+            actor_range(self.num_actors)
+        for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_batch_tokens"):
+            _at_least(f"embed.{key}", getattr(self, key), 1)
+        _at_least("embed.max_restarts", self.max_restarts, 0)
+        _within("embed.gpu_memory_utilization", self.gpu_memory_utilization, 0, 1, True)
 
 
 @dataclass
 class OutputConfig:
     path: str = MISSING
+    """Output directory or URI (s3://bucket/run/). Required; `output=X` is shorthand."""
     rows_per_shard: int = 10000
-    compression: str = "zstd"
-    # error: refuse an output that holds another run; overwrite: remove it first.
-    mode: str = "error"  # error | overwrite
+    """Windows per Parquet shard."""
+    compression: Compression = Compression.zstd
+    """Parquet compression."""
+    mode: OutputMode = OutputMode.error
+    """error: refuse an output holding another config's run | overwrite: remove it first."""
+
+    def __post_init__(self) -> None:
+        _at_least("output.rows_per_shard", self.rows_per_shard, 1)
 
 
 @dataclass
 class S3Config:
     # Credentials never go here: s3fs reads them from the environment, the AWS profile or the
     # instance role, so no log, manifest or saved config can hold them.
-    endpoint_url: Any = None
-    region: Any = None
-    profile: Any = None
+    endpoint_url: str | None = None
+    """S3-compatible endpoint, e.g. http://127.0.0.1:9000 (MinIO, a moto server)."""
+    region: str | None = None
+    """Region name."""
+    profile: str | None = None
+    """A profile from ~/.aws/config."""
     anon: bool = False
+    """Anonymous access (public buckets)."""
 
 
 @dataclass
 class StorageConfig:
     s3: S3Config = field(default_factory=S3Config)
+    """Object stores; never credentials (they come from the environment or profile)."""
 
     def options(self) -> dict[str, dict[str, Any]]:
         """fsspec keyword arguments per protocol."""
@@ -124,16 +282,42 @@ class StorageConfig:
 
 @dataclass
 class RayConfig:
-    # null starts a local Ray; "auto" joins the cluster this process runs on.
-    address: Any = None
-    num_cpus: Any = None
+    address: str | None = None
+    """null: start a local Ray for this run | auto: join the cluster this process runs on."""
+    num_cpus: int | None = None
+    """CPUs of a local Ray (null: all)."""
     cpus_per_task: float = 1.0
-    # When no node can host an engine yet: 0 fails at once; on an autoscaling cluster, the
-    # seconds to wait for one.
+    """CPUs per read, window, tokenize and write task."""
     placement_timeout_s: float = 0.0
-    progress_bars: bool = True
+    """When no node can host an engine yet: 0 fails at once; on an autoscaling cluster, the
+    seconds to wait for one."""
+    progress_bars: bool = False
+    """Ray Data's own progress bars (dnaembed draws its own; see log.progress)."""
     log_to_driver: bool = True
-    log_level: str = "INFO"  # Ray's and Ray Data's own log lines
+    """Collect the workers' output (vLLM's lines among them) on the driver: into the log
+    file, or onto the terminal with log.verbose."""
+    log_level: LogLevel = LogLevel.INFO
+    """Level of Ray's and Ray Data's own log lines (where they go: see log.verbose)."""
+
+    def __post_init__(self) -> None:
+        _at_least("ray.num_cpus", self.num_cpus, 1)
+        _at_least("ray.placement_timeout_s", self.placement_timeout_s, 0)
+
+
+@dataclass
+class LogConfig:
+    verbose: bool = False
+    """Show vLLM's and Ray's own log lines on the terminal too (also: -v)."""
+    file: str | None = None
+    """Log file of the run (null: dnaembed.log in Hydra's run directory, from the CLI;
+    unset from Python, where your logging config decides)."""
+    progress: Progress = Progress.auto
+    """auto (a bar on a terminal, lines otherwise) | bar | lines | off."""
+    interval_s: float = 30.0
+    """Seconds between progress lines when not on a terminal."""
+
+    def __post_init__(self) -> None:
+        _within("log.interval_s", self.interval_s, 0, float("inf"), True)
 
 
 @dataclass
@@ -145,64 +329,23 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
-def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+GROUPS = tuple(f.name for f in fields(Config))
 
 
 def validate(cfg: Config) -> Config:
-    """Check values that types alone cannot; raise ConfigError naming the key."""
-    _one_of("input.format", cfg.input.format, ("auto", "fasta", "fastq"))
-    _one_of("input.invalid_chars", cfg.input.invalid_chars, ("error", "to_n"))
-    _one_of("input.ambiguity_codes", cfg.input.ambiguity_codes, ("to_n", "keep"))
-    _one_of("input.on_error", cfg.input.on_error, ("error", "skip"))
-    paths = cfg.input.path if isinstance(cfg.input.path, list | tuple) else [cfg.input.path]
-    if not paths or not all(isinstance(p, str) and p for p in paths):
-        raise ConfigError(f"input.path must be a path, glob or URI (or a list), got {paths!r}")
-
+    """Checks across keys (each key's own range is checked when the config is built)."""
     w = cfg.window
-    if w.size < 1:
-        raise ConfigError(f"window.size must be >= 1, got {w.size}")
-    if not isinstance(w.step, int) or not 1 <= w.step <= w.size:
+    if w.step > w.size:
         raise ConfigError(
             f"window.stride must be between 1 and window.size ({w.size}), got {w.stride}"
         )
-    _one_of("window.last", w.last, ("keep", "shift", "drop"))
-    if not 1 <= w.min_length <= w.size:
+    if w.min_length > w.size:
         raise ConfigError(
             f"window.min_length must be between 1 and window.size, got {w.min_length}"
         )
-    _one_of("window.n_policy", w.n_policy, ("keep", "skip"))
-    if not 0.0 <= w.max_n_fraction <= 1.0:
-        raise ConfigError(f"window.max_n_fraction must be in [0, 1], got {w.max_n_fraction}")
-    if w.batch_windows < 1:
-        raise ConfigError(f"window.batch_windows must be >= 1, got {w.batch_windows}")
-
-    m = cfg.model
-    _one_of("model.dtype", m.dtype, DTYPES)
-    _one_of("model.pooling", m.pooling, POOLING_TYPES)
-    if m.max_model_len < 1:
-        raise ConfigError(f"model.max_model_len must be >= 1, got {m.max_model_len}")
-
-    e = cfg.embed
-    _one_of("embed.device", e.device, ("auto", "cpu", "cuda"))
-    actor_range(e.num_actors)
-    for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_batch_tokens"):
-        if getattr(e, key) < 1:
-            raise ConfigError(f"embed.{key} must be >= 1, got {getattr(e, key)}")
-    if e.gpu_memory_utilization is not None and not 0 < float(e.gpu_memory_utilization) <= 1:
-        raise ConfigError(
-            f"embed.gpu_memory_utilization must be in (0, 1], got {e.gpu_memory_utilization}"
-        )
-
-    o = cfg.output
-    if not isinstance(o.path, str) or not o.path:
-        raise ConfigError(f"output must be a directory path or URI, got {o.path!r}")
-    if o.rows_per_shard < 1:
-        raise ConfigError(f"output.rows_per_shard must be >= 1, got {o.rows_per_shard}")
-    _one_of("output.mode", o.mode, ("error", "overwrite"))
     return cfg
 
 
@@ -247,9 +390,164 @@ def fingerprint_fields(cfg: Config) -> dict[str, Any]:
 
 def model_fingerprint(cfg: Config) -> dict[str, Any]:
     """What changes a window's embedding for fixed coordinates: goes into every chunk id."""
-    fields = fingerprint_fields(cfg)
+    fields_ = fingerprint_fields(cfg)
     return {
-        **fields["model"],
+        **fields_["model"],
         "ambiguity_codes": cfg.input.ambiguity_codes,
         "invalid_chars": cfg.input.invalid_chars,
     }
+
+
+# ---- composing: the same for the CLI (a Hydra app) and for Python callers ----------------
+
+
+def conf_dir() -> Path:
+    """The shipped configs: `pipeline/conf` in an installed wheel, `conf/` in a checkout."""
+    package = Path(__file__).resolve().parent
+    for path in (package / "conf", package.parent / "conf"):
+        if (path / "config.yaml").exists():
+            return path
+    raise ConfigError(f"no config directory beside {package}: the installation is incomplete")
+
+
+# `input=x.fa` means `input.path=x.fa` unless x.fa names an option of the group.
+_PATH_SHORTHAND = ("input", "output")
+
+
+def group_options(group: str, extra_dirs: tuple[str, ...] = ()) -> list[str]:
+    dirs = [conf_dir(), *map(Path, extra_dirs)]
+    return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
+
+
+def rewrite_overrides(overrides: list[str], extra_dirs: tuple[str, ...] = ()) -> list[str]:
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if sep and key in _PATH_SHORTHAND and value not in group_options(key, extra_dirs):
+            o = f"{key}.path={value}"
+        out.append(o)
+    return out
+
+
+def register() -> None:
+    """Put the typed schema in Hydra's config store (conf/config.yaml lists it first), and
+    the key list that `--help` shows (conf/hydra/help/dnaembed.yaml) among the resolvers."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="dnaembed_schema", node=Config)
+    OmegaConf.register_new_resolver("dnaembed.keys", keys_help, replace=True)
+
+
+def compose(overrides: list[str], config_dirs: tuple[str, ...] = ()) -> DictConfig:
+    """The config for these overrides, as the CLI would compose it (for Python callers)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register()
+    extra = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in config_dirs)}]"]
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return hydra_compose(
+                "config",
+                overrides=rewrite_overrides(overrides, config_dirs)
+                + (extra if config_dirs else []),
+            )
+    except OmegaConfBaseException as e:
+        raise ConfigError(one_line(e)) from e
+    except Exception as e:
+        if type(e).__module__.startswith("hydra"):
+            raise ConfigError(one_line(e)) from e
+        raise
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """The typed config; each key's own checks run here."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as e:
+        key = e.full_key
+        hints = {
+            "input.path": "pass input=PATH",
+            "output.path": "pass output=DIR",
+            "model.name": "pass model=NAME (tiny, genos_1_2b, genos_10b, or yours with -cd DIR)",
+        }
+        hint = hints.get(key, "")
+        raise ConfigError(f"missing required value {key}" + (f": {hint}" if hint else "")) from e
+    except OmegaConfBaseException as e:
+        raise ConfigError(one_line(e)) from e
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages (and their cause) as one line."""
+    parts = []
+    for x in (e, e.__cause__):
+        if x is None:
+            continue
+        text = getattr(x, "msg", None) or str(x)
+        lines = [s.strip() for s in text.strip().splitlines() if s.strip()]
+        key = getattr(x, "full_key", None)
+        keep = [s for s in lines if not s.startswith(("full_key:", "object_type", "reference_"))]
+        parts.append(" ".join(keep) + (f" (key {key})" if key else ""))
+    return ": ".join(p for p in parts if p)
+
+
+# ---- documentation: the docstring under each field ---------------------------------------
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """{field: docstring} of a config dataclass, read from its source."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every leaf key under `cls`."""
+    out = []
+    docs = field_docs(cls)
+    default = cls()
+    for f in fields(cls):
+        value = getattr(default, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            out += describe(type(value), key + ".")
+        else:
+            out.append((key, _show(value), docs.get(f.name, "")))
+    return out
+
+
+def _show(value: Any) -> str:
+    if value == MISSING:
+        return "??? (required)"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{}" if not value else str(value)
+    return str(value)
+
+
+def keys_help(width: int = 100) -> str:
+    """Every key with its default and documentation, for `dnaembed --help`."""
+    import textwrap
+
+    lines = []
+    group = None
+    for key, default, doc in describe():
+        if key.split(".")[0] != group:
+            group = key.split(".")[0]
+            lines.append("")
+        lines.append(f"  {key}={default}")
+        lines += textwrap.wrap(doc, width, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines).strip("\n")

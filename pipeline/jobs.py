@@ -122,12 +122,13 @@ def entrypoint(overrides: list[str], python: str = "python") -> str:
     return shlex.join([python, "-m", "pipeline", "ray=cluster", *overrides])
 
 
-def check_overrides(overrides: list[str]) -> None:
+def check_overrides(args: list[str]) -> None:
     """Compose and validate the run's config here, so a typo fails before submission."""
-    from pipeline.cli import compose, to_config
-    from pipeline.config import validate
+    from pipeline.cli import overrides_and_dirs
+    from pipeline.config import compose, to_config, validate
 
-    validate(to_config(compose(["ray=cluster", *overrides])))
+    overrides, config_dirs = overrides_and_dirs(args)
+    validate(to_config(compose(["ray=cluster", *overrides], config_dirs)))
 
 
 def submit(args: argparse.Namespace) -> int:

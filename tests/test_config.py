@@ -5,22 +5,38 @@ from dataclasses import asdict, is_dataclass
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.cli import compose, conf_dir, group_options, main, rewrite_overrides, to_config
-from pipeline.config import Config, actor_range, validate
-from pipeline.errors import ConfigError
+from pipeline.cli import main, prepare_args
+from pipeline.config import (
+    GROUPS,
+    Config,
+    InputFormat,
+    LastWindow,
+    actor_range,
+    compose,
+    conf_dir,
+    describe,
+    fingerprint_fields,
+    group_options,
+    model_fingerprint,
+    rewrite_overrides,
+    to_config,
+    validate,
+)
+from pipeline.errors import ConfigError, InputError
+from pipeline.util import stable_hash
 
 BASE = ["input=x.fa", "output=out", "model=tiny"]
-GROUPS = ["input", "window", "model", "embed", "output", "storage", "ray"]
+SHIPPED = {"model": {"tiny", "genos_1_2b", "genos_10b"}, "ray": {"local", "cluster"}}
 
 
-def test_every_group_has_options():
-    for group in GROUPS:
-        assert group_options(group), group
-    assert set(group_options("model")) == {"tiny", "genos_1_2b", "genos_10b"}
+def test_the_groups_mirror_the_config():
+    assert GROUPS == ("input", "window", "model", "embed", "output", "storage", "ray", "log")
+    for group, options in SHIPPED.items():
+        assert set(group_options(group)) == options
 
 
-@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
-def test_every_group_option_composes_and_instantiates(group, option):
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in SHIPPED.items() for o in opts])
+def test_every_shipped_option_composes_and_instantiates(group, option):
     overrides = ["input.path=x.fa", "output.path=out", "model=tiny", f"{group}={option}"]
     cfg = to_config(compose(overrides))
     assert isinstance(cfg, Config)
@@ -28,23 +44,67 @@ def test_every_group_option_composes_and_instantiates(group, option):
     raw = OmegaConf.to_container(OmegaConf.load(conf_dir() / group / f"{option}.yaml"))
     node = getattr(cfg, group)
     for key, value in raw.items():
-        if value != "???":
-            got = getattr(node, key)
-            assert (asdict(got) if is_dataclass(got) else got) == value, (group, option, key)
+        got = getattr(node, key)
+        assert (asdict(got) if is_dataclass(got) else got) == value, (group, option, key)
     validate(cfg)
 
 
+# A preset of the user's own for every group, as `-cd DIR` adds them beside ours.
+PRESETS = {
+    "input": ("mine", "format: fastq\non_error: skip\n", ("format", InputFormat.fastq)),
+    "window": ("promoter", "size: 1024\nstride: 512\nlast: shift\n", ("last", LastWindow.shift)),
+    "model": ("mine", "name: mine\ndtype: float32\nmax_model_len: 4096\n", ("name", "mine")),
+    "embed": ("big", "num_actors: [1, 8]\nmax_batch_tokens: 4096\n", ("num_actors", [1, 8])),
+    "output": ("fast", "compression: lz4\nrows_per_shard: 50\n", ("rows_per_shard", 50)),
+    "storage": ("minio", "s3:\n  endpoint_url: http://minio:9000\n", ("s3", None)),
+    "ray": ("mine", "address: auto\ncpus_per_task: 2\n", ("cpus_per_task", 2.0)),
+    "log": ("loud", "verbose: true\nprogress: lines\n", ("verbose", True)),
+}
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_takes_a_user_preset(group, tmp_path):
+    name, text, (key, want) = PRESETS[group]
+    (tmp_path / group).mkdir()
+    (tmp_path / group / f"{name}.yaml").write_text(text)
+    overrides = [*BASE, f"{group}={name}"]
+    if group in ("input", "output"):  # `input=X` would be a path, unless X is an option
+        assert rewrite_overrides([f"{group}={name}"], (str(tmp_path),)) == [f"{group}={name}"]
+        overrides.append(f"{group}.path=p")
+    cfg = validate(to_config(compose(overrides, config_dirs=(str(tmp_path),))))
+    got = getattr(getattr(cfg, group), key)
+    if group == "storage":
+        assert got.endpoint_url == "http://minio:9000"
+    else:
+        assert got == want and type(got) is type(want)
+
+
 def test_path_shorthand():
-    assert rewrite_overrides(["input=a.fa", "output=s3://b/run", "input=default", "x=1"]) == [
+    assert rewrite_overrides(["input=a.fa", "output=s3://b/run", "x=1", "input.path=y"]) == [
         "input.path=a.fa",
         "output.path=s3://b/run",
-        "input=default",
         "x=1",
+        "input.path=y",
     ]
     cfg = to_config(compose(["input=data/*.fa.gz", "output=s3://bucket/run/", "model=genos_10b"]))
     assert cfg.input.path == "data/*.fa.gz"
     assert cfg.output.path == "s3://bucket/run/"
     assert cfg.model.dtype == "bfloat16" and cfg.model.max_model_len == 131072
+
+
+def test_command_line_conveniences():
+    args = ["-cd", "input=odd", "-v", "--cfg", "job", "input=a.fa", "output=o", "-m", "x=1,2"]
+    assert prepare_args(args) == [
+        "-cd",
+        "input=odd",  # a flag's value, left alone
+        "log.verbose=true",
+        "--cfg",
+        "job",
+        "input.path=a.fa",
+        "output.path=o",
+        "-m",
+        "x=1,2",
+    ]
 
 
 def test_list_of_inputs_and_overrides_reach_every_group():
@@ -56,15 +116,18 @@ def test_list_of_inputs_and_overrides_reach_every_group():
                 "model=genos_10b",
                 "window.size=4096",
                 "window.stride=2048",
+                "input.format=fastq",
                 "embed.tensor_parallel_size=2",
                 "embed.num_actors=[1,4]",
                 "output.rows_per_shard=5",
                 "ray=cluster",
+                "log.progress=lines",
                 "+embed.engine_kwargs.enforce_eager=true",
             ]
         )
     )
     assert cfg.input.path == ["a.fa", "b.fq.gz"]
+    assert cfg.input.format is InputFormat.fastq and cfg.input.format == "fastq"
     assert (cfg.window.size, cfg.window.step) == (4096, 2048)
     assert cfg.embed.tensor_parallel_size == 2
     assert actor_range(cfg.embed.num_actors) == (1, 4)
@@ -78,17 +141,34 @@ def test_stride_defaults_to_size():
     assert cfg.window.step == 100
 
 
+def test_fingerprints_are_unchanged_by_typed_config():
+    """Outputs made before the enums came must still resume: the same settings give the same
+    fingerprint and chunk-id key as before (values computed by the untyped config)."""
+    cfg = to_config(compose(BASE))
+    assert stable_hash(fingerprint_fields(cfg)) == "c1a7a27f02f2e79a6a1fc2a9fcfd6c89"
+    assert stable_hash(model_fingerprint(cfg)) == "f1db733a5e1b3a7eb48a06c1f0e62e48"
+    other = [*BASE, "window.stride=100", "window.size=200", "input.on_error=skip"]
+    cfg = to_config(compose([*other, "model=genos_10b"]))
+    assert stable_hash(fingerprint_fields(cfg)) == "e3b3ffff01c315d1bff1d0a00534e602"
+    assert stable_hash(model_fingerprint(cfg)) == "949e1d59dda8168664028f67a2cc3c64"
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
         ("window.stride=20000", "window.stride must be between 1 and window.size"),
-        ("window.last=pad", "window.last='pad' is not one of keep, shift, drop"),
-        ("window.max_n_fraction=2", r"window.max_n_fraction must be in \[0, 1\]"),
-        ("model.pooling=MAX", "model.pooling='MAX' is not one of"),
+        ("window.min_length=9000", "window.min_length must be between 1 and window.size"),
+        ("window.size=0", "window.size must be >= 1, got 0"),
+        ("window.last=pad", r"window.last=pad: Invalid value 'pad', expected one of \[keep"),
+        ("window.max_n_fraction=2", r"window.max_n_fraction must be in \[0.0, 1.0\]"),
+        ("model.pooling=MAX", "Invalid value 'MAX', expected one of"),
         ("embed.num_actors=[3,1]", "1 <= min <= max"),
-        ("embed.gpu_memory_utilization=1.5", "gpu_memory_utilization must be in"),
-        ("input.invalid_chars=drop", "input.invalid_chars='drop' is not one of error, to_n"),
-        ("output.mode=append", "output.mode='append' is not one of"),
+        ("embed.num_actors=many", "embed.num_actors must be an int or"),
+        ("embed.gpu_memory_utilization=1.5", r"gpu_memory_utilization must be in \(0, 1\]"),
+        ("input.invalid_chars=drop", "Invalid value 'drop', expected one of"),
+        ("output.mode=append", "Invalid value 'append', expected one of"),
+        ("output.compression=zip", "Invalid value 'zip', expected one of"),
+        ("log.interval_s=0", "log.interval_s must be in"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -97,34 +177,61 @@ def test_bad_values_name_the_key(override, message):
 
 
 def test_wrong_types_and_unknown_keys_are_refused():
-    with pytest.raises(ConfigError, match="window.size"):
+    with pytest.raises(ConfigError, match=r"window.size=big.*\(key window.size\)"):
         compose([*BASE, "window.size=big"])
     with pytest.raises(ConfigError, match="windw"):
         compose([*BASE, "windw.size=5"])
+    with pytest.raises(ConfigError, match="input.path must be a path"):
+        to_config(compose(["input=[a.fa,3]", "output=o", "model=tiny"]))
 
 
 def test_required_values():
-    with pytest.raises(ConfigError, match="You must specify 'model'"):
-        compose(["input=x.fa", "output=o"])
+    with pytest.raises(ConfigError, match="missing required value model.name: pass model="):
+        to_config(compose(["input=x.fa", "output=o"]))
     with pytest.raises(ConfigError, match="missing required value input.path: pass input=PATH"):
         to_config(compose(["output=o", "model=tiny"]))
     with pytest.raises(ConfigError, match="output.path: pass output=DIR"):
         to_config(compose(["input=x.fa", "model=tiny"]))
 
 
-def test_cli_errors_are_one_line(capsys, tmp_path):
-    assert (
-        main(["input=" + str(tmp_path / "missing.fa"), f"output={tmp_path}/o", "model=tiny"]) == 2
-    )
+def test_errors_a_caller_can_catch_as_value_errors():
+    assert issubclass(ConfigError, ValueError) and issubclass(InputError, ValueError)
+
+
+def test_every_key_is_documented_once_with_its_default():
+    keys = describe()
+    assert len({k for k, _, _ in keys}) == len(keys) > 40
+    undocumented = [k for k, _, doc in keys if not doc]
+    assert undocumented == []
+    shown = {k: d for k, d, _ in keys}
+    assert shown["window.size"] == "8192" and shown["window.stride"] == "null"
+    assert shown["input.path"].startswith("???") and shown["model.pooling"] == "MEAN"
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["input=" + str(tmp_path / "missing.fa"), "output=o", "model=tiny"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("dnaembed: error: input not found:") and "Traceback" not in err
+    assert err.startswith("dnaembed: error: input not found:") and err.count("\n") == 1
     assert main(["input=x.fa", "output=o", "model=tiny", "+embed.engine_kwargs.dtype=half"]) == 2
     assert "embed.engine_kwargs.dtype is set by dnaembed" in capsys.readouterr().err
+    for bad, key in (("window.size=big", "window.size"), ("windw.size=1", "windw")):
+        assert main(["input=x.fa", "output=o", "model=tiny", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("dnaembed: error: ") and err.count("\n") == 1 and key in err
+    assert main(["input=x.fa", "output=o"]) == 2
+    assert "missing required value model.name" in capsys.readouterr().err
+    assert main(["--no-such-flag"]) == 2
 
 
-def test_cli_prints_config_and_help(capsys):
-    assert main(["--cfg", *BASE]) == 0
+def test_cli_prints_config_and_help(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--cfg", "job", *BASE]) == 0
     out = capsys.readouterr().out
     assert "path: x.fa" in out and "pooling: MEAN" in out
     assert main(["--help"]) == 0
-    assert "genos_10b" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "model: genos_10b, genos_1_2b, tiny" in text and "ray: cluster, local" in text
+    assert "  window.size=8192\n      Bases per window." in text
+    assert "--multirun" in text and "--config-dir" in text
+    assert not (tmp_path / "outputs").exists()  # nothing ran
