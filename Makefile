@@ -9,7 +9,7 @@ STAMP := $(VENV)/.dnaembed-installed-$(shell cksum pyproject.toml Makefile | cks
 
 DEMO_OUT ?= outputs/demo
 
-.PHONY: install demo s3-demo test lint clean
+.PHONY: install demo s3-demo test lint wheel clean
 
 install: $(STAMP)
 
@@ -46,5 +46,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check pipeline tests benchmarks
 	$(PY) -m ruff format --check pipeline tests benchmarks
 
+# The installable wheel (configs inside), in dist/.
+wheel: $(STAMP)
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	@rm -rf build
+
 clean:
-	rm -rf outputs .pytest_cache .ruff_cache
+	rm -rf outputs multirun dist .pytest_cache .ruff_cache

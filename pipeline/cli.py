@@ -1,7 +1,14 @@
-"""Command line: Hydra overrides in, one run out.
+"""`dnaembed`: a Hydra application. Overrides in, one run per job out.
 
-dnaembed input=genome.fa.gz output=out/ model=genos_10b embed.tensor_parallel_size=2
-python -m pipeline --cfg input=x.fa output=o model=tiny    # print the config, run nothing
+    dnaembed model=genos_10b input=genome.fa.gz output=out/ embed.tensor_parallel_size=2
+    dnaembed -m model=tiny input=x.fa 'output=out/w${window.size}' window.size=1024,2048
+    dnaembed --cfg job model=tiny input=x.fa output=o      # print the config, run nothing
+    dnaembed -cd ~/my_conf model=mine input=x.fa output=o  # your configs beside ours
+
+Hydra's flags all work (--help, --hydra-help, --cfg, --resolve, --info, -m, -cd,
+--shell-completion). We add two conveniences before Hydra parses the command line: `input=X`
+and `output=X` mean `input.path=X` and `output.path=X`, and `-v` means `log.verbose=true`. An
+error in the config or the input is one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -10,106 +17,128 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import Config
-from pipeline.errors import ConfigError, find_user_error
+from pipeline.config import conf_dir, one_line, register, rewrite_overrides, to_config
+from pipeline.errors import find_user_error
 
-USAGE = """usage: dnaembed [--cfg] [--help] KEY=VALUE ...
-
-Embed DNA (FASTA/FASTQ, plain or gzip, local or s3://) with a genomic language model.
-
-  input=PATH        file, glob, directory or URI (shorthand for input.path=PATH)
-  output=DIR        local directory or URI (shorthand for output.path=DIR)
-  model=NAME        {models}
-  window.size=N window.stride=N embed.num_actors=N embed.tensor_parallel_size=N ...
-
-  --cfg             print the resolved config and exit
-Config groups: {groups}. See README.md.
-"""
-
-# Groups whose name is also a top-level value: `input=x.fa` means `input.path=x.fa`.
-_PATH_SHORTHAND = ("input", "output")
-
-
-def conf_dir() -> Path:
-    """`conf/` of this checkout (or $DNAEMBED_CONF_DIR)."""
-    env = os.environ.get("DNAEMBED_CONF_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
-    if not (path / "config.yaml").exists():
-        raise ConfigError(f"config directory not found at {path}; set DNAEMBED_CONF_DIR")
-    return path
+# Hydra flags that take the next argument as their value (not an override).
+_FLAGS_WITH_VALUE = {
+    "-cd",
+    "--config-dir",
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "--experimental-rerun",
+}
+_VERBOSE = ("-v", "--verbose")
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+def prepare_args(args: list[str]) -> list[str]:
+    """Our shorthands made into what Hydra's parser takes."""
+    return _parse(args)[0]
 
 
-def rewrite_overrides(overrides: list[str]) -> list[str]:
-    out = []
-    for o in overrides:
-        key, sep, value = o.partition("=")
-        if sep and key in _PATH_SHORTHAND and value not in group_options(key):
-            o = f"{key}.path={value}"
-        out.append(o)
-    return out
+def overrides_and_dirs(args: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """The overrides (shorthands made plain) and the -cd directories of a command line."""
+    _, overrides, dirs = _parse(args)
+    return overrides, dirs
 
 
-def _register_schema() -> None:
-    from hydra.core.config_store import ConfigStore
+def _parse(args: list[str]) -> tuple[list[str], list[str], tuple[str, ...]]:
+    config_dirs: list[str] = []
+    out: list[str] = []
+    overrides: list[int] = []
+    it = iter(args)
+    for a in it:
+        if a in _VERBOSE:
+            a = "log.verbose=true"
+        if a in _FLAGS_WITH_VALUE:
+            value = next(it, None)
+            out.append(a)
+            if value is not None:
+                out.append(value)
+                if a in ("-cd", "--config-dir"):
+                    config_dirs.append(value)
+            continue
+        if a.startswith("--config-dir="):
+            config_dirs.append(a.split("=", 1)[1])
+        elif not a.startswith("-"):
+            overrides.append(len(out))
+        out.append(a)
+    dirs = tuple(config_dirs)
+    rewritten = rewrite_overrides([out[i] for i in overrides], dirs)
+    for i, value in zip(overrides, rewritten, strict=True):
+        out[i] = value
+    return out, rewritten, dirs
 
-    ConfigStore.instance().store(name="dnaembed_schema", node=Config)
 
+def _task(cfg: DictConfig) -> None:
+    """One job: the typed config, the log file in Hydra's run directory, the run."""
+    from hydra.core.hydra_config import HydraConfig
 
-def compose(overrides: list[str]) -> DictConfig:
-    """The Hydra config for these overrides (conf/ + typed schema)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-
-    _register_schema()
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return hydra_compose("config", overrides=rewrite_overrides(overrides))
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(str(e).strip()) from e
+        config = to_config(cfg)
+        if config.log.file is None:
+            config.log.file = str(Path(HydraConfig.get().runtime.output_dir) / "dnaembed.log")
+        from pipeline.run import run
+
+        run(config)
+    except Exception as e:
+        # Here, not in main(): Hydra would add its own line about the failed job.
+        message = _user_error(e)
+        if message is None:
+            raise
+        _fail(message)
 
 
-def to_config(cfg: DictConfig) -> Config:
-    try:
-        return OmegaConf.to_object(cfg)
-    except MissingMandatoryValue as e:
-        key = e.full_key
-        hint = {"input.path": "pass input=PATH", "output.path": "pass output=DIR"}.get(key, "")
-        raise ConfigError(f"missing required value {key}" + (f": {hint}" if hint else "")) from e
-    except OmegaConfBaseException as e:
-        raise ConfigError(str(e).strip()) from e
+def _fail(message: str) -> None:
+    print(f"dnaembed: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _user_error(e: BaseException) -> str | None:
+    """The one line to print for an error the user can fix, or None for a bug of ours."""
+    ours = find_user_error(e)
+    if ours is not None:
+        # Our messages are one line; Ray Data appends its retry advice below them.
+        return str(ours).strip().splitlines()[0]
+    if isinstance(e, OmegaConfBaseException) or type(e).__module__.startswith("hydra."):
+        return one_line(e)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
-        groups = "input, window, model, embed, output, storage, ray"
-        print(USAGE.format(models=" | ".join(group_options("model")), groups=groups))
-        return 0
-    show_only = "--cfg" in args
-    args = [a for a in args if a != "--cfg"]
-    try:
-        dict_cfg = compose(args)
-        if show_only:
-            print(OmegaConf.to_yaml(dict_cfg))
-            return 0
-        from pipeline.run import run
+    import hydra
 
-        run(to_config(dict_cfg))
-        return 0
+    args = prepare_args(list(sys.argv[1:] if argv is None else argv))
+    register()
+    # Hydra then raises errors instead of printing them over several lines and exiting 1.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    saved = sys.argv
+    sys.argv = ["dnaembed", *args]
+    try:
+        config_path = str(conf_dir())
+        hydra.main(config_path=config_path, config_name="config", version_base="1.3")(_task)()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:
-        user = find_user_error(e)
-        if user is None:
+        message = _user_error(e)
+        if message is None:
             raise
-        print(f"dnaembed: error: {user}", file=sys.stderr)
-        return 2
+        try:
+            _fail(message)
+        except SystemExit as exit_:
+            return exit_.code
+    finally:
+        sys.argv = saved
+    return 0
 
 
 if __name__ == "__main__":
