@@ -4,34 +4,38 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from pipeline import faults
 from pipeline.config import Config, actor_range, fingerprint_fields, model_fingerprint, validate
-from pipeline.embed.engine import (
-    FINGERPRINTED_KEYS,
-    EngineSpec,
-    check_engine_kwargs,
-    engine_env,
+from pipeline.console import (
+    ProgressReporter,
+    logging_to,
+    ray_logs_routed,
+    worker_output_to_log,
 )
+from pipeline.embed.engine import FINGERPRINTED_KEYS, EngineSpec, check_engine_kwargs
 from pipeline.embed.placement import ActorShape, check_placement
 from pipeline.embed.stage import EmbedStage
 from pipeline.models import resolve_model_path, resolve_tokenizer_path
 from pipeline.read.sources import expand_inputs
 from pipeline.read.stage import ReadStage
-from pipeline.stages import RunStats, StatsSink, actor_class
+from pipeline.stages import RunStats, Stage, StatsSink, add_stage
 from pipeline.tokenize.stage import TokenizeStage
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, check_window_fits
 from pipeline.util import stable_hash
 from pipeline.window.stage import WindowStage
 from pipeline.write.layout import CONFIG, MANIFEST, OutputDir
 from pipeline.write.manifest import build_manifest, claim_output
-from pipeline.write.resume import SkipCommitted, check_exactly_once, scan_committed
+from pipeline.write.resume import Committed, SkipCommitted, check_exactly_once, scan_committed
 from pipeline.write.stage import WriteStage
+
+log = logging.getLogger(__name__)
+Echo = Callable[[str], Any]
 
 
 @dataclass
@@ -113,21 +117,7 @@ def plan(cfg: Config) -> Plan:
     if affecting:
         fields["engine"] = affecting
     model_key = stable_hash({**model_fingerprint(cfg), **affecting})
-    engine = EngineSpec(
-        model=model_path,
-        tokenizer=tok_spec.path,
-        revision=cfg.model.revision,
-        dtype=cfg.model.dtype,
-        max_model_len=cfg.model.max_model_len,
-        pooling=cfg.model.pooling,
-        device=cfg.embed.device,
-        tensor_parallel_size=cfg.embed.tensor_parallel_size,
-        pipeline_parallel_size=cfg.embed.pipeline_parallel_size,
-        gpu_memory_utilization=cfg.embed.gpu_memory_utilization,
-        seed=cfg.embed.seed,
-        trust_remote_code=cfg.model.trust_remote_code,
-        engine_kwargs=engine_kwargs,
-    )
+    engine = EngineSpec.from_config(cfg, model_path, tok_spec.path, engine_kwargs)
     model_info = {
         "name": cfg.model.name,
         "path": model_path,
@@ -138,23 +128,6 @@ def plan(cfg: Config) -> Plan:
     return Plan(cfg, sources, engine, tok_spec, stable_hash(fields), fields, model_key, model_info)
 
 
-def _init_ray(cfg: Config) -> bool:
-    import ray
-
-    if ray.is_initialized():
-        return False
-    ray.init(
-        # "local": a new Ray for this run, even where `ray start` left one running.
-        address=cfg.ray.address or "local",
-        num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
-        include_dashboard=False,
-        log_to_driver=cfg.ray.log_to_driver,
-        logging_level=cfg.ray.log_level,
-    )
-    logging.getLogger("ray.data").setLevel(cfg.ray.log_level)
-    return True
-
-
 def _resolve_device(device: str) -> str:
     import ray
 
@@ -163,93 +136,151 @@ def _resolve_device(device: str) -> str:
     return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
-def build_dataset(p: Plan, stats: StatsSink, done: Any = None) -> Any:
-    """The Ray Data plan; nothing runs until it is consumed. `done`: committed chunk ids."""
-    import ray
-
+def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
+    """The run's stages in data order. `done`: committed chunk ids (a resumed run)."""
     cfg = p.cfg
-    cpus = cfg.ray.cpus_per_task
     storage = cfg.storage.options()
-    # An armed fault (tests only) reaches every worker.
-    task_env = {"runtime_env": {"env_vars": faults.env()}} if faults.env() else {}
-    lo, hi = actor_range(cfg.embed.num_actors)
-    ds = ray.data.from_items(
-        [{"source": s.uri} for s in p.sources], override_num_blocks=len(p.sources)
-    )
-    ds = ds.map_batches(
-        ReadStage(
-            cfg.input.format,
-            cfg.input.invalid_chars,
-            cfg.input.ambiguity_codes,
-            cfg.input.on_error,
-            storage,
-            stats,
-        ),
-        batch_size=1,
-        batch_format="pyarrow",
-        num_cpus=cpus,
-        **task_env,
-    )
-    ds = ds.map_batches(
+    i = cfg.input
+    read = ReadStage(i.format, i.invalid_chars, i.ambiguity_codes, i.on_error, storage, stats)
+    metadata = {"dnaembed.model": p.model_info["name"], "dnaembed.pooling": cfg.model.pooling}
+    return [
+        read,
         WindowStage(cfg.window, p.model_key, stats),
-        batch_size=None,
-        batch_format="pyarrow",
-        num_cpus=cpus,
-        **task_env,
-    )
-    if done is not None:
-        ds = ds.map_batches(
-            SkipCommitted(done, stats),
-            batch_size=None,
-            batch_format="pyarrow",
-            num_cpus=cpus,
-            **task_env,
-        )
-    ds = ds.map_batches(
+        *([SkipCommitted(done, stats)] if done is not None else []),
         TokenizeStage(p.tokenizer, cfg.model.max_model_len, cfg.embed.max_batch_tokens),
-        batch_size=None,
-        batch_format="pyarrow",
-        num_cpus=cpus,
-        **task_env,
-    )
-    # One pack (one token budget) per block, so packs spread evenly over the engines.
-    ds = ds.repartition(target_num_rows_per_block=1)
-    gpu_args = {"num_gpus": p.engine.gpus} if p.engine.gpus else {}
-    env = {**engine_env(p.engine, cfg.embed.env_vars), **faults.env()}
-    with warnings.catch_warnings():
-        # Ray 2.60 warns about passing max_restarts this way but offers no other.
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = ds.map_batches(
-            actor_class(EmbedStage(p.engine, stats)),
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
-            num_cpus=cfg.embed.cpus_per_actor,
-            max_restarts=cfg.embed.max_restarts,
-            runtime_env={"env_vars": env},
-            **gpu_args,
-        )
-    return ds.map_batches(
+        EmbedStage(p.engine, cfg.embed, stats),
         WriteStage(
             cfg.output.path,
             p.fingerprint,
-            {"dnaembed.model": p.model_info["name"], "dnaembed.pooling": cfg.model.pooling},
+            metadata,
             cfg.output.compression,
             storage,
+            cfg.output.rows_per_shard,
         ),
-        batch_size=cfg.output.rows_per_shard,
-        batch_format="pyarrow",
-        num_cpus=cpus,
-        **task_env,
+    ]
+
+
+def build_dataset(p: Plan, stats: StatsSink, done: Any = None) -> Any:
+    """The Ray Data plan, one file per input block; nothing runs until it is consumed."""
+    import ray
+
+    ds = ray.data.from_items(
+        [{"source": s.uri} for s in p.sources], override_num_blocks=len(p.sources)
+    )
+    for stage in stages(p, stats, done):
+        ds = add_stage(ds, stage, p.cfg.ray.cpus_per_task)
+    return ds
+
+
+@contextmanager
+def ray_session(cfg: Config) -> Iterator[None]:
+    """Ray for this run: joined or started (then stopped at the end)."""
+    import ray
+    import ray.data  # sets up its loggers on import: before they are routed
+
+    with ray_logs_routed(cfg.log):
+        if ray.is_initialized():
+            with worker_output_to_log(cfg.log):
+                yield
+            return
+        ray.init(
+            # "local": a new Ray for this run, even where `ray start` left one running.
+            address=cfg.ray.address or "local",
+            num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+            include_dashboard=False,
+            log_to_driver=cfg.ray.log_to_driver,
+            logging_level=str(cfg.ray.log_level),
+        )
+        logging.getLogger("ray.data").setLevel(str(cfg.ray.log_level))
+        try:
+            with worker_output_to_log(cfg.log):
+                yield
+        finally:
+            ray.shutdown()
+
+
+def place_engines(p: Plan) -> str:
+    """Resolve the device and check that the cluster can host the engines (fails fast)."""
+    import ray
+
+    cfg = p.cfg
+    p.engine.device = _resolve_device(cfg.embed.device)
+    lo, _ = actor_range(cfg.embed.num_actors)
+    shape = ActorShape(
+        p.engine.gpus,
+        cfg.embed.cpus_per_actor,
+        lo,
+        cfg.embed.tensor_parallel_size,
+        cfg.embed.pipeline_parallel_size,
+    )
+    placed = check_placement(shape, cfg.ray.cpus_per_task, ray.nodes(), cfg.ray.placement_timeout_s)
+    return f"{placed} on {p.engine.device}"
+
+
+def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
+    """Run the dataset to its end; the manifest of everything committed, checked."""
+    import ray
+    from ray.data import DataContext
+
+    cfg = p.cfg
+    DataContext.get_current().enable_progress_bars = cfg.ray.progress_bars
+    stats_actor = ray.remote(RunStats).options(num_cpus=0).remote()
+    stats = StatsSink(stats_actor)
+    try:
+        done = ray.put(committed.ids) if committed.rows else None
+        progress = ProgressReporter(
+            stats.progress, len(p.sources), cfg.log.progress, cfg.log.interval_s, echo
+        )
+        with progress:
+            commits = list(build_dataset(p, stats, done).iter_rows())
+        totals = stats.totals()
+    finally:
+        # Stop the engines now: a failed run's held exception could keep them alive.
+        for handle in ray.get(stats_actor.actors.remote()):
+            ray.kill(handle)
+        ray.kill(stats_actor)
+    check_exactly_once(totals, commits, committed)
+    return build_manifest(
+        fingerprint=p.fingerprint,
+        fields=p.fields,
+        model={
+            **p.model_info,
+            "device": p.engine.device,
+            "tensor_parallel_size": p.engine.tensor_parallel_size,
+        },
+        commits=committed.shards + commits,
+        stats=totals,
+        elapsed_s=time.perf_counter() - t0,
     )
 
 
-def run(cfg: Config, echo=print) -> RunSummary:
+def header(p: Plan) -> str:
+    cfg = p.cfg
+    n = len(p.sources)
+    first = p.sources[0].uri if n == 1 else f"{n} files"
+    m = cfg.model
+    lines = [
+        f"dnaembed: {first} -> {cfg.output.path}",
+        f"dnaembed: model {m.name} ({m.dtype}, {m.pooling} pooling), window {cfg.window.size}"
+        f" every {cfg.window.step}",
+    ]
+    if cfg.log.file:
+        lines.append(f"dnaembed: log {cfg.log.file}")
+    return "\n".join(lines)
+
+
+def run(cfg: Config, echo: Echo = print) -> RunSummary:
     """Embed `cfg.input` into `cfg.output`, resuming what an earlier attempt committed."""
+    with logging_to(cfg.log):
+        return _run(cfg, echo)
+
+
+def _run(cfg: Config, echo: Echo) -> RunSummary:
     t0 = time.perf_counter()
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    echo(f"dnaembed config:\n{resolved}")
+    log.info("resolved config:\n%s", resolved)
     p = plan(cfg)
+    echo(header(p))
     out = OutputDir(cfg.output.path, cfg.storage.options())
     existing = claim_output(out, p.fingerprint, p.fields, cfg.output.mode)
     if existing is not None:
@@ -263,56 +294,10 @@ def run(cfg: Config, echo=print) -> RunSummary:
             f"dnaembed: resuming: {committed.rows} windows already in "
             f"{len(committed.shards)} committed shards"
         )
-
-    import ray
-    from ray.data import DataContext
-
-    started = _init_ray(cfg)
-    stats_actor = None
-    try:
-        p.engine.device = _resolve_device(cfg.embed.device)
-        lo, _ = actor_range(cfg.embed.num_actors)
-        shape = ActorShape(
-            p.engine.gpus,
-            cfg.embed.cpus_per_actor,
-            lo,
-            cfg.embed.tensor_parallel_size,
-            cfg.embed.pipeline_parallel_size,
-        )
-        placed = check_placement(
-            shape, cfg.ray.cpus_per_task, ray.nodes(), cfg.ray.placement_timeout_s
-        )
-        echo(f"dnaembed: {placed} on {p.engine.device}")
-        DataContext.get_current().enable_progress_bars = cfg.ray.progress_bars
-        stats_actor = ray.remote(RunStats).options(num_cpus=0).remote()
-        stats = StatsSink(stats_actor)
-        done = ray.put(committed.ids) if committed.rows else None
-        commits = []
-        for row in build_dataset(p, stats, done).iter_rows():
-            commits.append(row)
-            faults.trigger("driver.commits", len(commits))
-        totals = stats.totals()
-        check_exactly_once(totals, commits, committed)
-        manifest = build_manifest(
-            fingerprint=p.fingerprint,
-            fields=p.fields,
-            model={
-                **p.model_info,
-                "device": p.engine.device,
-                "tensor_parallel_size": p.engine.tensor_parallel_size,
-            },
-            commits=committed.shards + commits,
-            stats=totals,
-            elapsed_s=time.perf_counter() - t0,
-        )
-        out.write_json(manifest, MANIFEST)
-    finally:
-        if stats_actor is not None:
-            for handle in ray.get(stats_actor.actors.remote()):
-                ray.kill(handle)
-            ray.kill(stats_actor)
-        if started:
-            ray.shutdown()
+    with ray_session(cfg):
+        echo(f"dnaembed: {place_engines(p)}")
+        manifest = embed_all(p, committed, echo, t0)
+    out.write_json(manifest, MANIFEST)
     summary = RunSummary.from_manifest(cfg.output.path, manifest, already_complete=False)
     echo(summary.line())
     return summary

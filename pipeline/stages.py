@@ -1,13 +1,16 @@
-"""What every stage shares: declared columns, setup on the worker, and Ray actor wrapping.
+"""What every stage shares: declared columns, declared Ray needs, setup on the worker.
 
 A stage is a small picklable object: its constructor only stores settings; `setup()` does the
 heavy work (engine, tokenizer) once on the worker; `__call__(batch) -> batch` transforms a
-pyarrow batch. Stages declare the columns they need, and fail naming a missing one.
+pyarrow batch. Beside its class, a stage declares the columns it needs and adds, and
+(`ray_spec()`) what it needs from Ray Data; `add_stage` turns that into one `map_batches`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -15,11 +18,37 @@ import pyarrow as pa
 from pipeline.util import stable_hash
 
 
+@dataclass(frozen=True)
+class RaySpec:
+    """What a stage needs from Ray Data."""
+
+    batch_size: int | None = None
+    """Rows per call; None: whole blocks."""
+    batch_format: str = "pyarrow"
+    num_cpus: float | None = None
+    """CPUs per task or actor; None: the run's `ray.cpus_per_task`."""
+    num_gpus: float = 0
+    actor: type | None = None
+    """The actor class hosting the stage (its name is what Ray shows); None: Ray tasks."""
+    pool: tuple[int, int] = (1, 1)
+    """Actors: (min, max) of the pool."""
+    max_restarts: int = 0
+    """Actors: restarts of a dead actor, its batch retried on the new one."""
+    env_vars: dict[str, str] = field(default_factory=dict)
+    """Environment of the stage's workers."""
+    block_per_row: bool = False
+    """Give every input row a block of its own first (spreads packs over the pool)."""
+
+
 class Stage:
     needs: ClassVar[tuple[str, ...]] = ()
     adds: ClassVar[tuple[str, ...]] = ()
 
     _ready = False
+
+    def ray_spec(self) -> RaySpec:
+        """What this stage needs from Ray Data. Default: tasks over whole blocks."""
+        return RaySpec()
 
     def setup(self) -> None:
         """Heavy, once per worker. Default: nothing."""
@@ -36,6 +65,56 @@ class Stage:
                 f"{type(self).__name__} needs column(s) {missing}; the batch has "
                 f"{batch.column_names}"
             )
+
+
+class StageActor:
+    """A Ray Data actor hosting one stage: the stage's setup runs when the actor starts, so
+    an engine loads while the first batches are still being read."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        stage.ensure_setup()
+        stats = getattr(stage, "stats", None)
+        if stats is not None and stats.actor is not None:
+            import ray
+
+            # Ray Data lets a finished pool's actors go by reference counting; a failed run's
+            # exception can keep them, and their CPUs or GPUs, alive. The driver kills them.
+            ray.get(stats.actor.register.remote(ray.get_runtime_context().current_actor))
+
+    def __call__(self, batch: Any) -> Any:
+        return self.stage(batch)
+
+
+def add_stage(ds: Any, stage: Stage, cpus_per_task: float) -> Any:
+    """`ds` followed by `stage`, as the stage declares."""
+    import ray
+
+    spec = stage.ray_spec()
+    if spec.block_per_row:
+        ds = ds.repartition(target_num_rows_per_block=1)
+    kwargs: dict[str, Any] = {
+        "batch_size": spec.batch_size,
+        "batch_format": spec.batch_format,
+        "num_cpus": cpus_per_task if spec.num_cpus is None else spec.num_cpus,
+    }
+    if spec.num_gpus:
+        kwargs["num_gpus"] = spec.num_gpus
+    if spec.env_vars:
+        kwargs["runtime_env"] = {"env_vars": dict(spec.env_vars)}
+    if spec.actor is None:
+        return ds.map_batches(stage, **kwargs)
+    lo, hi = spec.pool
+    with warnings.catch_warnings():
+        # Ray 2.60 warns about passing max_restarts this way but offers no other.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        return ds.map_batches(
+            spec.actor,
+            fn_constructor_args=(stage,),
+            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+            max_restarts=spec.max_restarts,
+            **kwargs,
+        )
 
 
 class StatsSink:
@@ -65,6 +144,13 @@ class StatsSink:
 
         return ray.get(self.actor.totals.remote())
 
+    def progress(self) -> dict:
+        if self.actor is None:
+            return counters(self.local.values())
+        import ray
+
+        return ray.get(self.actor.progress.remote())
+
 
 def merge_parts(parts: Iterable[dict]) -> dict:
     """Sum counters; concatenate lists (skipped records, per-input summaries)."""
@@ -78,9 +164,29 @@ def merge_parts(parts: Iterable[dict]) -> dict:
     return out
 
 
+# The counters a progress report needs (no lists: cheap to sum every second).
+PROGRESS_KEYS = (
+    "records_read",
+    "records_windowed",
+    "windows",
+    "windows_resumed",
+    "windows_embedded",
+    "engine_tokens",
+    "inputs_read",
+)
+
+
+def counters(parts: Iterable[dict]) -> dict[str, int]:
+    out = dict.fromkeys(PROGRESS_KEYS, 0)
+    for part in parts:
+        for k in PROGRESS_KEYS:
+            out[k] += part.get(k, 0)
+    return out
+
+
 class RunStats:
-    """Ray actor of one run: collects stage reports for the manifest, and knows the run's
-    engine actors so the driver can stop them when the run ends."""
+    """Ray actor of one run: collects stage reports for the manifest and the progress line,
+    and knows the run's engine actors so the driver can stop them when the run ends."""
 
     def __init__(self) -> None:
         self.parts: dict[str, dict] = {}
@@ -92,6 +198,9 @@ class RunStats:
     def totals(self) -> dict:
         return merge_parts(self.parts.values())
 
+    def progress(self) -> dict:
+        return counters(self.parts.values())
+
     def register(self, handle: Any) -> None:
         self.handles.append(handle)
 
@@ -101,27 +210,3 @@ class RunStats:
 
 def report_key(kind: str, *ids: Any) -> str:
     return f"{kind}:{stable_hash(list(ids))}"
-
-
-def actor_class(stage: Stage) -> type:
-    """A Ray Data actor class named after `stage`, running its setup when the actor starts.
-
-    Ray Data names the operator and its progress bar after this class, so the bar reads
-    `MapBatches(EmbedStage)`.
-    """
-
-    def __init__(self) -> None:
-        self.stage = stage
-        self.stage.ensure_setup()
-        stats = getattr(stage, "stats", None)
-        if stats is not None and stats.actor is not None:
-            import ray
-
-            # Ray Data lets a finished pool's actors go by reference counting; a failed run's
-            # exception can keep them, and their CPUs or GPUs, alive. The driver kills them.
-            ray.get(stats.actor.register.remote(ray.get_runtime_context().current_actor))
-
-    def __call__(self, batch: Any) -> Any:
-        return self.stage(batch)
-
-    return type(type(stage).__name__, (), {"__init__": __init__, "__call__": __call__})

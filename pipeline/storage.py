@@ -16,8 +16,6 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline import faults
-
 log = logging.getLogger(__name__)
 
 _CHUNK = 8 << 20
@@ -67,24 +65,20 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base.rstrip("/"), *parts) if "://" in base else os.path.join(base, *parts)
 
 
-def _pieces(data: bytes, fault: str | None):
-    """Chunks of `data`; with a fault armed at `fault`, the stream breaks after that many bytes."""
-    stop = faults.limit(fault) if fault else None
-    end = len(data) if stop is None else min(stop, len(data))
-    for lo in range(0, end, _CHUNK):
-        yield data[lo : min(lo + _CHUNK, end)]
-    if stop is not None:
-        faults.trigger(fault, end)
+def _pieces(data: bytes):
+    """`data` in the chunks a write streams."""
+    for lo in range(0, len(data), _CHUNK):
+        yield data[lo : lo + _CHUNK]
 
 
-def _write_once(fs: fsspec.AbstractFileSystem, path: str, data: bytes, fault: str | None) -> None:
+def _write_once(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if is_local(fs):
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
         try:
             with open(tmp, "wb") as f:
-                for piece in _pieces(data, fault):
+                for piece in _pieces(data):
                     f.write(piece)
                 f.flush()
                 os.fsync(f.fileno())
@@ -98,7 +92,7 @@ def _write_once(fs: fsspec.AbstractFileSystem, path: str, data: bytes, fault: st
     # visible only when completed, and is aborted on any error.
     f = fs.open(path, "wb", block_size=max(5 << 20, _CHUNK))
     try:
-        for piece in _pieces(data, fault):
+        for piece in _pieces(data):
             f.write(piece)
     except BaseException:
         f.discard()
@@ -107,18 +101,15 @@ def _write_once(fs: fsspec.AbstractFileSystem, path: str, data: bytes, fault: st
     f.close()
 
 
-def write_atomic(
-    fs: fsspec.AbstractFileSystem, path: str, data: bytes, fault: str | None = None
-) -> None:
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Make `data` visible at `path` only whole; retry transient storage errors.
 
     Local disk: temp file in the same directory, fsync, os.replace. Object stores: one PUT, or
-    a multipart upload completed only at the end; never a copy-and-delete rename. `fault`
-    names the fault point (pipeline/faults.py) this write answers to.
+    a multipart upload completed only at the end; never a copy-and-delete rename.
     """
     for attempt in range(_RETRIES):
         try:
-            _write_once(fs, path, data, fault)
+            _write_once(fs, path, data)
             return
         except _TRANSIENT as e:
             if attempt == _RETRIES - 1:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,11 @@ os.environ.update(
         "AWS_CONFIG_FILE": "/nonexistent/aws-config",
         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
     }
+)
+# Where a fault test arms a fault (tests/faults.py); set before Ray starts, so every worker
+# knows where to look.
+os.environ["DNAEMBED_TEST_FAULTS"] = os.path.join(
+    tempfile.mkdtemp(prefix="dnaembed-faults-"), "armed.json"
 )
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEMO_GENOME = REPO / "pipeline" / "demo" / "NC_045512.2.fasta"
@@ -42,10 +48,20 @@ def tiny_model() -> str:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the in-process pipeline tests (starting one takes seconds)."""
+    """One local Ray for the in-process pipeline tests (starting one takes seconds). Its
+    workers can be made to fail on demand (tests/faults.py)."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "worker_process_setup_hook": "tests.faults.install",
+            "env_vars": {"PYTHONPATH": str(REPO)},
+        },
+    )
     yield ray
     ray.shutdown()
 
@@ -90,7 +106,7 @@ def vllm_inprocess():
 
 
 def compose_config(*overrides: str):
-    from pipeline.cli import compose, to_config
+    from pipeline.config import compose, to_config
 
     return to_config(compose(list(overrides)))
 

@@ -1,7 +1,7 @@
 """Faults a cluster meets: dead engines, broken uploads, a killed driver, broken inputs.
 
-Each test arms a fault through DNAEMBED_FAULT (pipeline/faults.py) and checks the guarantee
-that the commit protocol gives; where it matters, a negative control shows the same fault
+Each test arms a fault (tests/faults.py: the product knows nothing of them) and checks the
+guarantee that the commit protocol gives; where it matters, a negative control shows the same fault
 breaking a naive write, so the check can fail.
 """
 
@@ -15,11 +15,11 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import faults
 from pipeline.errors import OutputError, find_user_error
 from pipeline.load.loader import load_embeddings, read_manifest
 from pipeline.run import run
 from pipeline.storage import get_fs, write_atomic
+from tests import faults
 from tests.conftest import REPO, compose_config
 from tests.fastx_fixtures import fasta_text, random_records, write
 
@@ -93,16 +93,21 @@ def reference(ray_session, corpus, tmp_path_factory):
     return out
 
 
-def arm(monkeypatch, tmp_path, point, after, action, once=True):
-    spec = {"point": point, "after": after, "action": action}
-    if once:
-        spec["once"] = str(tmp_path / f"fired-{point}")
-    monkeypatch.setenv(faults.ENV, json.dumps(spec))
-    return tmp_path / f"fired-{point}"
+@pytest.fixture
+def arm(tmp_path):
+    """Arm a fault for one test: arm(point, after, action, once=True) -> the `once` file."""
+
+    def armed(point, after, action, once=True):
+        fired = tmp_path / f"fired-{point}"
+        faults.arm(point, after, action, fired if once else None)
+        return fired
+
+    yield armed
+    faults.disarm()
 
 
-def test_engine_actor_killed_mid_run(ray_session, corpus, reference, tmp_path, monkeypatch):
-    fired = arm(monkeypatch, tmp_path, "embed.pack", 2, "exit")
+def test_engine_actor_killed_mid_run(ray_session, corpus, reference, tmp_path, arm):
+    fired = arm("embed.pack", 2, "exit")
     out = tmp_path / "out"
     run(config(corpus, out), echo=lambda *_: None)
     assert fired.exists()  # the engine's process died after its second pack
@@ -110,18 +115,16 @@ def test_engine_actor_killed_mid_run(ray_session, corpus, reference, tmp_path, m
     assert_accounting(out)
 
 
-def test_without_actor_restarts_the_same_kill_fails_the_run(
-    ray_session, corpus, tmp_path, monkeypatch
-):
-    arm(monkeypatch, tmp_path, "embed.pack", 2, "exit")
+def test_without_actor_restarts_the_same_kill_fails_the_run(ray_session, corpus, tmp_path, arm):
+    arm("embed.pack", 2, "exit")
     out = tmp_path / "out"
     with pytest.raises(Exception):  # noqa: B017 - the actor's death, in Ray's words
         run(config(corpus, out, "embed.max_restarts=0"), echo=lambda *_: None)
     assert not (out / "manifest.json").exists()
 
 
-def test_write_broken_after_k_bytes(ray_session, corpus, reference, tmp_path, monkeypatch):
-    fired = arm(monkeypatch, tmp_path, "write.bytes", 700, "raise")
+def test_write_broken_after_k_bytes(ray_session, corpus, reference, tmp_path, arm):
+    fired = arm("write.bytes", 700, "raise")
     out = tmp_path / "out"
     with pytest.raises(Exception) as e:
         run(config(corpus, out), echo=lambda *_: None)
@@ -136,7 +139,7 @@ def test_write_broken_after_k_bytes(ray_session, corpus, reference, tmp_path, mo
     assert names == committed  # nothing partial, nothing hidden, nothing uncommitted
     with pytest.raises(OutputError, match="incomplete"):
         load_embeddings(str(out))
-    monkeypatch.delenv(faults.ENV)
+    faults.disarm()
     run(config(corpus, out), echo=lambda *_: None)
     assert_same(out, reference)
     assert_accounting(out)
@@ -144,15 +147,16 @@ def test_write_broken_after_k_bytes(ray_session, corpus, reference, tmp_path, mo
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_negative_control_naive_write_leaves_a_partial_object(
-    where, tmp_path, monkeypatch, s3, s3_endpoint
+    where, tmp_path, arm, s3, s3_endpoint
 ):
     """The check above can fail: a plain write broken the same way leaves a partial object."""
     base = str(tmp_path) if where == "local" else f"s3://out-{s3.name}"
     fs, root = get_fs(base, {"s3": {"endpoint_url": s3_endpoint}})
     data = os.urandom(5000)
-    arm(monkeypatch, tmp_path, "write.bytes", 700, "raise", once=False)
+    faults.install()  # in this process: the same wrapper the Ray workers run
+    arm("write.bytes", 700, "raise", once=False)
     with pytest.raises(faults.InjectedFault):
-        write_atomic(fs, f"{root}/atomic.bin", data, fault="write.bytes")
+        write_atomic(fs, f"{root}/atomic.bin", data)
     with pytest.raises(faults.InjectedFault), fs.open(f"{root}/naive.bin", "wb") as f:
         f.write(data[:700])
         faults.trigger("write.bytes", 700)
@@ -164,15 +168,17 @@ def test_negative_control_naive_write_leaves_a_partial_object(
 def test_driver_killed_then_resumed(ray_session, corpus, reference, tmp_path):
     out = tmp_path / "out"
     args = ["model=tiny", inputs(corpus, "reads.fq.gz", "mixed.fa"), f"output={out}", *SETTINGS]
-    env = {
-        **os.environ,
-        faults.ENV: json.dumps({"point": "driver.commits", "after": 3, "action": "exit"}),
-        "PYTHONPATH": str(REPO),
-    }
+    fault_file = tmp_path / "driver-fault.json"
+    fault_file.write_text(json.dumps({"point": "driver.commits", "after": 3, "action": "exit"}))
+    env = {**os.environ, faults.ENV: str(fault_file), "PYTHONPATH": str(REPO)}
     address = ray_session.get_runtime_context().gcs_address
+    # The CLI, with the fault points wrapped in its process first.
+    driver = "import sys, tests.faults; tests.faults.install(); from pipeline.cli import main; "
+    driver += "sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args, f"ray.address={address}"],
+        [sys.executable, "-c", driver, *args, f"ray.address={address}"],
         env=env,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
@@ -193,9 +199,7 @@ def test_driver_killed_then_resumed(ray_session, corpus, reference, tmp_path):
     assert_same(out, reference)
 
 
-def test_truncated_input_fails_naming_it_or_is_reported(
-    ray_session, corpus, reference, tmp_path, capsys
-):
+def test_truncated_input_fails_naming_it_or_is_reported(ray_session, corpus, reference, tmp_path):
     names = ("reads.fq.gz", "cut.fa.gz", "mixed.fa")
     with pytest.raises(Exception) as e:
         run(config(corpus, tmp_path / "strict", names=names), echo=lambda *_: None)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from pipeline import faults
 from pipeline.errors import find_user_error
 from pipeline.load.loader import load_embeddings, read_manifest
 from pipeline.run import run
+from tests import faults
 from tests.conftest import REPO, SECRET, compose_config
 
 pytestmark = pytest.mark.slow
@@ -21,9 +20,7 @@ def listing(s3, prefix):
     return sorted(s3.find(prefix))
 
 
-def test_s3_in_and_out_with_a_broken_upload_first(
-    ray_session, s3, s3_endpoint, tmp_path, monkeypatch
-):
+def test_s3_in_and_out_with_a_broken_upload_first(ray_session, s3, s3_endpoint, tmp_path):
     inb, outb = f"in-{s3.name}", f"out-{s3.name}"
     s3.put(str(REPO / "pipeline/demo/reads.fastq.gz"), f"{inb}/corpus/reads.fq.gz")
     s3.put(str(REPO / "pipeline/demo/NC_045512.2.fasta"), f"{inb}/corpus/genome.fa")
@@ -35,24 +32,17 @@ def test_s3_in_and_out_with_a_broken_upload_first(
         f"storage.s3.endpoint_url={s3_endpoint}",
         "window.size=1024",
         "output.rows_per_shard=8",
-        "ray.progress_bars=false",
+        f"log.file={tmp_path / 'run.log'}",
     ]
     lines: list[str] = []
 
     # A shard upload that breaks after 1000 bytes fails the run and leaves no object behind.
-    monkeypatch.setenv(
-        faults.ENV,
-        json.dumps(
-            {
-                "point": "write.bytes",
-                "after": 1000,
-                "action": "raise",
-                "once": str(tmp_path / "fired"),
-            }
-        ),
-    )
-    with pytest.raises(Exception) as failed:
-        run(compose_config(*args), echo=lines.append)
+    faults.arm("write.bytes", 1000, "raise", once=tmp_path / "fired")
+    try:
+        with pytest.raises(Exception) as failed:
+            run(compose_config(*args), echo=lines.append)
+    finally:
+        faults.disarm()
     assert "injected fault at write.bytes" in str(failed.value) or find_user_error(failed.value)
     assert (tmp_path / "fired").exists()
     shards = listing(s3, f"{outb}/run/shards")
@@ -63,7 +53,6 @@ def test_s3_in_and_out_with_a_broken_upload_first(
         load_embeddings(f"s3://{outb}/run/", storage_options={"s3": {"endpoint_url": s3_endpoint}})
 
     # The same command again finishes the run.
-    monkeypatch.delenv(faults.ENV)
     summary = run(compose_config(*args), echo=lines.append)
     table = load_embeddings(
         f"s3://{outb}/run/", storage_options={"s3": {"endpoint_url": s3_endpoint}}
@@ -82,7 +71,9 @@ def test_s3_in_and_out_with_a_broken_upload_first(
     blobs = [s3.cat(p) for p in listing(s3, outb)]
     assert blobs and not [b for b in blobs if SECRET.encode() in b]
     assert not [line for line in lines if SECRET in line]
-    assert f"endpoint_url: {s3_endpoint}" in lines[0]
+    log = (tmp_path / "run.log").read_text()
+    assert f"endpoint_url: {s3_endpoint}" in log and SECRET not in log
+    assert f"endpoint_url: {s3_endpoint}" in s3.cat(f"{outb}/run/config.yaml").decode()
     session = Path(ray_session._private.worker._global_node.get_session_dir_path())
     logs = [p for p in session.rglob("*") if p.is_file()]
     assert len(logs) > 10

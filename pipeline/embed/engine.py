@@ -6,10 +6,13 @@ import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
 from pipeline.util import require
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 VLLM_HINT = "pip install 'dnaembed[gpu]' (CUDA) or 'dnaembed[cpu]' (CPU build)"
 
@@ -53,6 +56,28 @@ class EngineSpec:
     seed: int = 0
     trust_remote_code: bool = False
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, model: str, tokenizer: str, engine_kwargs: dict[str, Any]
+    ) -> EngineSpec:
+        """The engine of a run; `device` stays as configured until the cluster is known."""
+        m, e = cfg.model, cfg.embed
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            revision=m.revision,
+            dtype=m.dtype,
+            max_model_len=m.max_model_len,
+            pooling=m.pooling,
+            device=e.device,
+            tensor_parallel_size=e.tensor_parallel_size,
+            pipeline_parallel_size=e.pipeline_parallel_size,
+            gpu_memory_utilization=e.gpu_memory_utilization,
+            seed=e.seed,
+            trust_remote_code=m.trust_remote_code,
+            engine_kwargs=engine_kwargs,
+        )
 
     @property
     def gpus(self) -> int:

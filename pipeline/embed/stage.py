@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -10,10 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute
 
-from pipeline import faults
-from pipeline.embed.engine import EngineSpec, build_llm
-from pipeline.embed.profile import profiled
-from pipeline.stages import Stage, StatsSink, report_key
+from pipeline.config import EmbedConfig, actor_range
+from pipeline.embed.engine import EngineSpec, build_llm, engine_env
+from pipeline.stages import RaySpec, Stage, StageActor, StatsSink, report_key
 from pipeline.tokenize.pack import PACK_COLUMN, unpack
 from pipeline.write.layout import OUTPUT_COLUMNS
 
@@ -26,11 +24,29 @@ class EmbedStage(Stage):
     needs = (PACK_COLUMN,)
     adds = ("embedding",)
 
-    def __init__(self, spec: EngineSpec, stats: StatsSink | None = None):
+    def __init__(
+        self,
+        spec: EngineSpec,
+        cfg: EmbedConfig | None = None,
+        stats: StatsSink | None = None,
+    ):
         self.spec = spec
+        self.cfg = cfg or EmbedConfig()
         self.stats = stats or StatsSink()
         self.llm: Any = None
-        self.packs_done = 0
+
+    def ray_spec(self) -> RaySpec:
+        # One pack per call and per block, so packs spread evenly over the engines.
+        return RaySpec(
+            batch_size=1,
+            actor=EmbedActor,
+            pool=actor_range(self.cfg.num_actors),
+            num_cpus=self.cfg.cpus_per_actor,
+            num_gpus=self.spec.gpus,
+            max_restarts=self.cfg.max_restarts,
+            env_vars=engine_env(self.spec, self.cfg.env_vars),
+            block_per_row=True,
+        )
 
     def setup(self) -> None:
         from vllm.inputs import TokensPrompt
@@ -75,14 +91,9 @@ class EmbedStage(Stage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_columns(batch)
         windows = unpack(batch)
-        with profiled(f"pack-{os.getpid()}-{self.packs_done}"):
-            cpu0 = cpu_seconds()
-            t0 = time.time()
-            out = self.embed_windows(windows)
-            t1 = time.time()
-            cpu1 = cpu_seconds()
-        self.packs_done += 1
-        faults.trigger("embed.pack", self.packs_done)
+        t0 = time.time()
+        out = self.embed_windows(windows)
+        t1 = time.time()
         if out.num_rows:
             # Engine requests that completed, and when: keyed by pack, so a retried pack
             # counts once.
@@ -96,35 +107,12 @@ class EmbedStage(Stage):
                     "engine_t0": [t0],
                     "engine_t1": [t1],
                     "engine_packs": [
-                        {
-                            "t0": t0,
-                            "s": t1 - t0,
-                            "windows": out.num_rows,
-                            "tokens": tokens,
-                            # CPU seconds of the actor and its engine processes over the pack:
-                            # near the wall time per busy process means CPU-bound, not GPU.
-                            "cpu_s": {k: round(cpu1.get(k, v) - v, 3) for k, v in cpu0.items()},
-                            "load1": os.getloadavg()[0],
-                        }
+                        {"t0": t0, "s": t1 - t0, "windows": out.num_rows, "tokens": tokens}
                     ],
                 },
             )
         return out
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU time used so far by this process and by each of its descendants (the engine
-    core and its workers), keyed by process name and pid."""
-    try:
-        import psutil
-    except ImportError:  # a diagnostic only
-        return {}
-    me = psutil.Process()
-    out = {}
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            out[f"{proc.name()}:{proc.pid}"] = t.user + t.system
-        except psutil.Error:  # gone between listing and reading
-            continue
-    return out
+class EmbedActor(StageActor):
+    """The Ray Data actor of EmbedStage: one engine each (Ray shows this name)."""

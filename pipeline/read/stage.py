@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from pipeline.errors import InputError
 from pipeline.read.fastx import Skipped, iter_records
-from pipeline.stages import Stage, StatsSink, report_key
+from pipeline.stages import RaySpec, Stage, StatsSink, report_key
 
 RECORD_SCHEMA = pa.schema(
     [
@@ -45,6 +45,10 @@ class ReadStage(Stage):
         self.max_batch_bases = max_batch_bases
         self.max_batch_records = max_batch_records
 
+    def ray_spec(self) -> RaySpec:
+        # One file per task: its records stream out in batches as it is parsed.
+        return RaySpec(batch_size=1)
+
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         self.check_columns(batch)
         for uri in batch.column("source").to_pylist():
@@ -52,7 +56,7 @@ class ReadStage(Stage):
 
     def read_file(self, uri: str) -> Iterator[pa.Table]:
         rows: dict[str, list] = {k: [] for k in RECORD_SCHEMA.names}
-        records = bases = pending = 0
+        records = bases = pending = emitted = 0
         skipped: list[dict] = []
         errors: list[dict] = []
         items = iter_records(
@@ -76,6 +80,7 @@ class ReadStage(Stage):
                 bases += len(rec.sequence)
                 pending += len(rec.sequence)
                 if pending >= self.max_batch_bases or len(rows["seq_id"]) >= self.max_batch_records:
+                    emitted += len(rows["seq_id"])
                     yield pa.Table.from_pydict(rows, schema=RECORD_SCHEMA)
                     rows = {k: [] for k in RECORD_SCHEMA.names}
                     pending = 0
@@ -86,6 +91,7 @@ class ReadStage(Stage):
             # so the corpus is never silently shorter.
             errors.append({"uri": uri, "reason": str(e), "records_read": records})
         if rows["seq_id"]:
+            emitted += len(rows["seq_id"])
             yield pa.Table.from_pydict(rows, schema=RECORD_SCHEMA)
         # Reported once the file is done: a task that dies midway reports nothing, and its
         # retry reports under the same key.
@@ -95,6 +101,9 @@ class ReadStage(Stage):
                 "records": records,
                 "bases": bases,
                 "records_skipped": len(skipped),
+                # For the progress line: records handed on, and this file done.
+                "records_read": emitted,
+                "inputs_read": 1,
                 "skipped": skipped,
                 "input_errors": errors,
                 "inputs": [

@@ -50,8 +50,8 @@ class OutputDir:
     def write_json(self, obj: Any, *parts: str) -> None:
         write_atomic(self.fs, self.file(*parts), json.dumps(obj, indent=2, sort_keys=True).encode())
 
-    def write_bytes(self, data: bytes, *parts: str, fault: str | None = None) -> None:
-        write_atomic(self.fs, self.file(*parts), data, fault)
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        write_atomic(self.fs, self.file(*parts), data)
 
     def remove(self) -> None:
         if self.fs.exists(self.path):

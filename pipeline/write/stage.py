@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.stages import Stage
+from pipeline.stages import RaySpec, Stage
 from pipeline.window.windows import id_array, id_hash
 from pipeline.write.layout import (
     COMMITS,
@@ -53,12 +53,18 @@ class WriteStage(Stage):
         metadata: dict[str, str],
         compression: str = "zstd",
         storage_options: dict[str, Any] | None = None,
+        rows_per_shard: int | None = None,
     ):
         self.output = output
         self.fingerprint = fingerprint
         self.metadata = metadata
         self.compression = compression
         self.storage_options = storage_options
+        self.rows_per_shard = rows_per_shard
+
+    def ray_spec(self) -> RaySpec:
+        # One shard per call.
+        return RaySpec(batch_size=self.rows_per_shard)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_columns(batch)
@@ -80,7 +86,7 @@ class WriteStage(Stage):
             "dim": table.schema.field("embedding").type.list_size,
             "ids_hash": id_hash(id_array(table.column("chunk_id"))),
         }
-        out.write_bytes(data, SHARDS, name, fault="write.bytes")
+        out.write_bytes(data, SHARDS, name)
         # The commit record follows the shard: a shard without one is not part of the run.
         out.write_json({**commit, "fingerprint": self.fingerprint}, COMMITS, f"{name}.json")
         return pa.Table.from_pylist([commit], schema=COMMIT_SCHEMA)
