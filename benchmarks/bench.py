@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +167,7 @@ def fidelity(result: dict, reference: dict, suffix: str = "") -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -182,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         default="{}",
         help='JSON: more contenders, each a named variant of one, e.g. {"dnaembed:omp": '
-        '{"contender": "dnaembed", "overrides": ["+embed.env_vars.OMP_NUM_THREADS=8"], '
-        '"env": {"DNAEMBED_PROFILE_DIR": "/tmp/prof"}}}; name them in --contenders',
+        '{"contender": "dnaembed", "overrides": ["+embed.env_vars.OMP_NUM_THREADS=8"]}, '
+        '"engine:prof": {"contender": "engine", "env": {"DNAEMBED_PROFILE_DIR": "/tmp/prof"}}} '
+        "(the bare engine's opt-in py-spy profile, benchmarks/profile.py); name them in "
+        "--contenders",
     )
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     ap.add_argument("--work", default=None, help="models and workloads (default: OUT/../work)")
@@ -224,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a name for this run when several share --work side by side (one per GPU): keeps "
         "their files apart while they share the models and workloads (merge: benchmarks.report)",
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    from pipeline.cli import compose, to_config
-    from pipeline.run import plan
 
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work).resolve() if args.work else out.parent / "bench-work"
@@ -237,133 +240,209 @@ def main(argv: list[str] | None = None) -> int:
     variants = json.loads(args.variants)
     if args.device == "cpu":
         engine_kwargs.setdefault("enforce_eager", True)
-    rows, report = [], {"device": args.device, "runs": []}
-    report["versions"] = versions(args.device)
-    print(f"versions: {report['versions']}", flush=True)
-
-    for model in [m for m in args.models.split(",") if m]:
-        shape = shapes.SHAPES[model]
+    report = Report(out, {"device": args.device, "runs": []})
+    report.data["versions"] = versions(args.device)
+    print(f"versions: {report.data['versions']}", flush=True)
+    for model in _names(args.models):
         t = time.perf_counter()
-        model_path = shapes.build(shape, work, args.device)
-        dtype = "bfloat16" if args.device == "cuda" else "float32"
-        sizes = SIZES[args.device][model]
-        wins = WINDOW if args.device == "cuda" else CPU_WINDOW
-        kinds = [w for w in args.workloads.split(",") if w]
+        run = prepare_model(args, model, work, engine_kwargs)
+        run.before = list(report.rows)
+        if warm_caches_wanted(args) and run.kinds:
+            warm_caches(args, run, work)
+        run_contenders(args, run, variants, work, report)
         if args.scale:
-            kinds.append("scale")
-        prepared = {}
-        for kind in kinds:
-            base_kind = "uniform" if kind == "scale" else kind
-            window = wins[base_kind]
-            tokens = args.scale_tokens if kind == "scale" else sizes[kind]
-            max_model_len = 8192 if args.device == "cpu" else 131072
-            overrides = [
-                f"model={'tiny' if model == 'tiny' else 'genos_1_2b'}",
-                f"model.name={model}",
-                f"model.path={model_path}",
-                f"model.dtype={dtype}",
-                f"model.max_model_len={max_model_len}",
-                f"window.size={window}",
-                f"embed.device={args.device}",
-                "ray.progress_bars=false",
-                "output.rows_per_shard=100000",
-            ]
-            if args.device == "cpu":
-                overrides.append("embed.cpus_per_actor=0.5")  # room for 2 engines on 2 cores
-            if args.max_batch_tokens:
-                overrides.append(f"embed.max_batch_tokens={args.max_batch_tokens}")
-            for k, v in engine_kwargs.items():
-                overrides.append(f"+embed.engine_kwargs.{k}={json.dumps(v)}")
-            fasta = work / model / kind / f"{base_kind}.fa"
-            cfg = to_config(compose([*overrides, f"input={fasta}", "output=/unused"]))
-            p = plan_without_inputs(cfg, plan)
-            wl = workloads.build(
-                base_kind, tokens, window, work / model / kind, p.model_key, p.tokenizer
-            )
-            ids = workloads.load_windows(wl.windows)[0]
-            rng = np.random.default_rng(1)
-            sample = sorted(
-                rng.choice(ids, size=min(args.sample, len(ids)), replace=False).tolist()
-            )
-            prepared[kind] = {
-                "name": kind,
-                "windows": str(wl.windows),
-                "sample": sample,
-                "work": str(work / model / kind),
-                "dnaembed_overrides": [*overrides, f"input={wl.fasta}"],
-                "lengths": token_lengths(wl.windows),
-            }
-            print(
-                f"[{model}] {kind}: {len(ids)} windows, {sum(prepared[kind]['lengths'])} tokens",
-                flush=True,
-            )
-        base = {
-            "model": model,
-            "model_path": str(model_path),
-            "dtype": dtype,
-            "device": args.device,
-            "max_model_len": max_model_len,
-            "engine_kwargs": engine_kwargs,
-            "lane": args.lane,
-            "pack_tokens": args.engine_pack_tokens,
-        }
-        results: dict[tuple[str, str], dict] = {}
-        done_before = list(rows)
-
-        main_kinds = [k for k in kinds if k != "scale"]
-        warm = args.warm_caches if args.warm_caches is not None else args.device == "cuda"
-        if warm and kinds:
-            # Compiled kernels are cached on disk per shape: whichever contender ran first would
-            # pay for all of them (seen: the same engine, 268k tok/s cold, 453k warm).
-            for i, env in enumerate(json.loads(args.warm_envs)):
-                spec = {
-                    **base,
-                    "contender": "engine",
-                    "tag": f"warm{i}" if i else "warm",
-                    "env": env,
-                    "workloads": [_strip(prepared[k]) for k in main_kinds or ["scale"]],
-                }
-                print(f"[{model}] warming caches {env or ''}...", flush=True)
-                run_contender(spec, work, args.timeout)
-        for name in [c for c in args.contenders.split(",") if c] if main_kinds else []:
-            v = variants.get(name, {})
-            spec = {
-                **base,
-                "contender": v.get("contender", name),
-                "label": name.replace(":", "-"),  # for file names
-                "extra_overrides": v.get("overrides", []),
-                "env": v.get("env", {}),
-                "tag": "main",
-                "workloads": [_strip(prepared[k]) for k in main_kinds],
-                **v.get("spec", {}),
-            }
-            print(f"[{model}] {name} on {', '.join(main_kinds)} ...", flush=True)
-            got = run_contender(spec, work, args.timeout)
-            for k, r in zip(
-                main_kinds, got if isinstance(got, list) else [got] * len(main_kinds), strict=True
-            ):
-                results[(k, name)] = r
-            # What has finished so far is written at once: a timeout keeps it.
-            rows[:] = done_before + collect(model, shape, kinds, prepared, results)
-            save(out, report, rows)
-        if args.scale:
-            for n in sorted({1, args.scale}):
-                w = {**_strip(prepared["scale"]), "work": f"{prepared['scale']['work']}/a{n}"}
-                w["dnaembed_overrides"] = [*w["dnaembed_overrides"], f"embed.num_actors={n}"]
-                spec = {**base, "contender": "dnaembed", "tag": f"scale{n}", "workloads": [w]}
-                print(f"[{model}] dnaembed x {n} actors on scale ...", flush=True)
-                got = run_contender(spec, work, args.timeout)
-                results[("scale", f"dnaembed@{n}")] = got[0] if isinstance(got, list) else got
-                rows[:] = done_before + collect(model, shape, kinds, prepared, results)
-                save(out, report, rows)
-        for kind in kinds:
-            print_table([x for x in rows if x["model"] == model and x["workload"] == kind])
+            run_scaling(args, run, work, report)
+        for kind in run.kinds:
+            print_table([x for x in report.rows if x["model"] == model and x["workload"] == kind])
         print(f"{model}: {time.perf_counter() - t:.0f} s", flush=True)
-    ratios(rows, report)
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
-    print_table(rows)
-    print(json.dumps(report["ratios"], indent=2))
+    report.finish()
     return 0
+
+
+@dataclass
+class ModelRun:
+    """One model's workloads, ready for every contender, and the contenders' results so far."""
+
+    model: str
+    shape: shapes.Shape
+    base: dict  # what every contender's spec for this model starts from
+    kinds: list[str]  # workloads, and "scale" last with --scale
+    prepared: dict[str, dict]
+    results: dict[tuple[str, str], dict] = field(default_factory=dict)
+    before: list[dict] = field(default_factory=list)  # the table's rows of earlier models
+
+    @property
+    def main_kinds(self) -> list[str]:
+        return [k for k in self.kinds if k != "scale"]
+
+    def workloads(self, kinds: list[str]) -> list[dict]:
+        return [_strip(self.prepared[k]) for k in kinds]
+
+
+@dataclass
+class Report:
+    """bench.json: rewritten after every contender, so that a timeout keeps what finished."""
+
+    out: Path
+    data: dict
+    rows: list[dict] = field(default_factory=list)
+
+    def record(self, run: ModelRun) -> None:
+        rows = collect(run.model, run.shape, run.kinds, run.prepared, run.results)
+        self.rows[:] = run.before + rows
+        save(self.out, self.data, self.rows)
+
+    def finish(self) -> None:
+        ratios(self.rows, self.data)
+        (self.out / "bench.json").write_text(json.dumps(self.data, indent=2))
+        print_table(self.rows)
+        print(json.dumps(self.data["ratios"], indent=2))
+
+
+def _names(csv: str) -> list[str]:
+    return [x for x in csv.split(",") if x]
+
+
+def prepare_model(
+    args: argparse.Namespace, model: str, work: Path, engine_kwargs: dict
+) -> ModelRun:
+    """The model built (random weights), and each workload written and tokenized for it."""
+    shape = shapes.SHAPES[model]
+    base = {
+        "model": model,
+        "model_path": str(shapes.build(shape, work, args.device)),
+        "dtype": "bfloat16" if args.device == "cuda" else "float32",
+        "device": args.device,
+        "max_model_len": 8192 if args.device == "cpu" else 131072,
+        "engine_kwargs": engine_kwargs,
+        "lane": args.lane,
+        "pack_tokens": args.engine_pack_tokens,
+    }
+    kinds = _names(args.workloads) + (["scale"] if args.scale else [])
+    prepared = {kind: prepare_workload(args, base, kind, work) for kind in kinds}
+    return ModelRun(model, shape, base, kinds, prepared)
+
+
+def window_size(device: str, kind: str) -> int:
+    base_kind = "uniform" if kind == "scale" else kind
+    return (WINDOW if device == "cuda" else CPU_WINDOW)[base_kind]
+
+
+def pipeline_overrides(args: argparse.Namespace, base: dict, kind: str) -> list[str]:
+    """The pipeline's config for one workload of one model: the dnaembed contender runs with
+    it, and the workload is tokenized with it."""
+    model = base["model"]
+    overrides = [
+        f"model={'tiny' if model == 'tiny' else 'genos_1_2b'}",
+        f"model.name={model}",
+        f"model.path={base['model_path']}",
+        f"model.dtype={base['dtype']}",
+        f"model.max_model_len={base['max_model_len']}",
+        f"window.size={window_size(args.device, kind)}",
+        f"embed.device={args.device}",
+        "ray.progress_bars=false",
+        "output.rows_per_shard=100000",
+    ]
+    if args.device == "cpu":
+        overrides.append("embed.cpus_per_actor=0.5")  # room for 2 engines on 2 cores
+    if args.max_batch_tokens:
+        overrides.append(f"embed.max_batch_tokens={args.max_batch_tokens}")
+    for k, v in base["engine_kwargs"].items():
+        overrides.append(f"+embed.engine_kwargs.{k}={json.dumps(v)}")
+    return overrides
+
+
+def prepare_workload(args: argparse.Namespace, base: dict, kind: str, work: Path) -> dict:
+    """The workload's FASTA, and its windows tokenized exactly as the pipeline does."""
+    from pipeline.config import compose, to_config
+    from pipeline.run import plan
+
+    model = base["model"]
+    base_kind = "uniform" if kind == "scale" else kind
+    window = window_size(args.device, kind)
+    tokens = args.scale_tokens if kind == "scale" else SIZES[args.device][model][kind]
+    overrides = pipeline_overrides(args, base, kind)
+    fasta = work / model / kind / f"{base_kind}.fa"
+    cfg = to_config(compose([*overrides, f"input={fasta}", "output=/unused"]))
+    p = plan_without_inputs(cfg, plan)
+    wl = workloads.build(base_kind, tokens, window, work / model / kind, p.model_key, p.tokenizer)
+    ids = workloads.load_windows(wl.windows)[0]
+    rng = np.random.default_rng(1)
+    sample = sorted(rng.choice(ids, size=min(args.sample, len(ids)), replace=False).tolist())
+    prepared = {
+        "name": kind,
+        "windows": str(wl.windows),
+        "sample": sample,
+        "work": str(work / model / kind),
+        "dnaembed_overrides": [*overrides, f"input={wl.fasta}"],
+        "lengths": token_lengths(wl.windows),
+    }
+    print(f"[{model}] {kind}: {len(ids)} windows, {sum(prepared['lengths'])} tokens", flush=True)
+    return prepared
+
+
+def warm_caches_wanted(args: argparse.Namespace) -> bool:
+    return args.warm_caches if args.warm_caches is not None else args.device == "cuda"
+
+
+def warm_caches(args: argparse.Namespace, run: ModelRun, work: Path) -> None:
+    """The engine over the workloads, untimed, once per environment in --warm-envs.
+
+    Compiled kernels are cached on disk per shape: whichever contender ran first would pay for
+    all of them (seen: the same engine, 268k tok/s cold, 453k warm)."""
+    for i, env in enumerate(json.loads(args.warm_envs)):
+        spec = {
+            **run.base,
+            "contender": "engine",
+            "tag": f"warm{i}" if i else "warm",
+            "env": env,
+            "workloads": run.workloads(run.main_kinds or ["scale"]),
+        }
+        print(f"[{run.model}] warming caches {env or ''}...", flush=True)
+        run_contender(spec, work, args.timeout)
+
+
+def contender_spec(run: ModelRun, name: str, variant: dict) -> dict:
+    """A contender's spec: a plain contender, or a named variant of one (--variants)."""
+    return {
+        **run.base,
+        "contender": variant.get("contender", name),
+        "label": name.replace(":", "-"),  # for file names
+        "extra_overrides": variant.get("overrides", []),
+        "env": variant.get("env", {}),
+        "tag": "main",
+        "workloads": run.workloads(run.main_kinds),
+        **variant.get("spec", {}),
+    }
+
+
+def run_contenders(
+    args: argparse.Namespace, run: ModelRun, variants: dict, work: Path, report: Report
+) -> None:
+    """Every contender in turn, each in a process of its own, over all the main workloads."""
+    kinds = run.main_kinds
+    if not kinds:
+        return
+    for name in _names(args.contenders):
+        spec = contender_spec(run, name, variants.get(name, {}))
+        print(f"[{run.model}] {name} on {', '.join(kinds)} ...", flush=True)
+        got = run_contender(spec, work, args.timeout)
+        for k, r in zip(kinds, got if isinstance(got, list) else [got] * len(kinds), strict=True):
+            run.results[(k, name)] = r
+        # What has finished so far is written at once: a timeout keeps it.
+        report.record(run)
+
+
+def run_scaling(args: argparse.Namespace, run: ModelRun, work: Path, report: Report) -> None:
+    """dnaembed with one actor, then with --scale actors, on the large uniform workload."""
+    for n in sorted({1, args.scale}):
+        w = {**_strip(run.prepared["scale"]), "work": f"{run.prepared['scale']['work']}/a{n}"}
+        w["dnaembed_overrides"] = [*w["dnaembed_overrides"], f"embed.num_actors={n}"]
+        spec = {**run.base, "contender": "dnaembed", "tag": f"scale{n}", "workloads": [w]}
+        print(f"[{run.model}] dnaembed x {n} actors on scale ...", flush=True)
+        got = run_contender(spec, work, args.timeout)
+        run.results[("scale", f"dnaembed@{n}")] = got[0] if isinstance(got, list) else got
+        report.record(run)
 
 
 def collect(model: str, shape, kinds: list[str], prepared: dict, results: dict) -> list[dict]:

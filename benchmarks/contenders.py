@@ -44,8 +44,8 @@ def engine(spec: dict, workloads: list[dict]) -> list[dict]:
     """The ceiling: LLM.embed on all pre-tokenized windows, one call, one process, no Ray."""
     from vllm.inputs import TokensPrompt
 
+    from benchmarks.profile import profiled
     from pipeline.embed.engine import build_llm
-    from pipeline.embed.profile import profiled
 
     t = time.perf_counter()
     llm = build_llm(_engine_spec(spec))
@@ -82,7 +82,7 @@ def dnaembed(spec: dict, workloads: list[dict]) -> list[dict]:
     """The pipeline end to end: FASTA on local disk -> Parquet on local disk."""
     import ray
 
-    from pipeline.cli import compose, to_config
+    from pipeline.config import compose, to_config
     from pipeline.load.loader import load_embeddings, read_manifest
     from pipeline.run import run
 
