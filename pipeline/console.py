@@ -75,7 +75,8 @@ def logging_to(cfg: LogConfig) -> Iterator[None]:
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)
     try:
-        yield
+        with library_logs_routed(cfg):
+            yield
     finally:
         logging.captureWarnings(False)
         root.setLevel(old_level)
@@ -84,28 +85,35 @@ def logging_to(cfg: LogConfig) -> Iterator[None]:
             h.close()
 
 
+# Libraries that print their own log records (their loggers do not propagate to the root).
+LIBRARY_LOGGERS = ("vllm", "ray", "ray.data")
+
+
 @contextmanager
-def ray_logs_routed(cfg: LogConfig) -> Iterator[None]:
-    """Ray's own loggers print to the terminal themselves; for a routed run their records go
-    through the root logger instead (the log file, and the terminal as `logging_to` decides).
-    Enter after `import ray`, before `ray.init`."""
+def library_logs_routed(cfg: LogConfig) -> Iterator[None]:
+    """For a routed run, the records of libraries that print their own (vLLM, Ray) go through
+    the root logger instead: to the log file, and to the terminal as `logging_to` decides.
+    Only loggers the library has set up already are touched: enter again once it is imported
+    (Ray Data sets its up on import)."""
     if not routed(cfg):
         yield
         return
     changed = []
-    for name in ("ray", "ray.data"):
+    for name in LIBRARY_LOGGERS:
         lg = logging.getLogger(name)
-        terminal = [h for h in lg.handlers if _is_console(h)]
-        changed.append((lg, lg.propagate, terminal))
-        for h in terminal:
+        consoles = [h for h in lg.handlers if _is_console(h)]
+        if not consoles:
+            continue
+        changed.append((lg, lg.propagate, consoles))
+        for h in consoles:
             lg.removeHandler(h)
-    logging.getLogger("ray").propagate = True
+        lg.propagate = True
     try:
         yield
     finally:
-        for lg, propagate, terminal in changed:
+        for lg, propagate, consoles in changed:
             lg.propagate = propagate
-            for h in terminal:
+            for h in consoles:
                 lg.addHandler(h)
 
 

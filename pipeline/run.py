@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from pipeline.config import Config, actor_range, fingerprint_fields, model_fingerprint, validate
 from pipeline.console import (
     ProgressReporter,
+    library_logs_routed,
     logging_to,
-    ray_logs_routed,
     worker_output_to_log,
 )
 from pipeline.embed.engine import FINGERPRINTED_KEYS, EngineSpec, check_engine_kwargs
@@ -178,7 +178,7 @@ def ray_session(cfg: Config) -> Iterator[None]:
     import ray
     import ray.data  # sets up its loggers on import: before they are routed
 
-    with ray_logs_routed(cfg.log):
+    with library_logs_routed(cfg.log):
         if ray.is_initialized():
             with worker_output_to_log(cfg.log):
                 yield

@@ -6,6 +6,8 @@ import io
 import logging
 import time
 
+import pytest
+
 from pipeline.config import LogConfig, Progress
 from pipeline.console import ProgressReporter, logging_to
 from pipeline.stages import PROGRESS_KEYS
@@ -84,7 +86,26 @@ def test_a_failing_poll_never_ends_a_run():
     assert got == []
 
 
-def test_library_lines_go_to_the_log_file_ours_to_the_terminal(tmp_path, capsys):
+@pytest.fixture
+def libraries_print_their_own():
+    """vLLM's and Ray Data's loggers as those libraries set them up once loaded: a console
+    handler of their own (vLLM's here prints into the returned buffer), no propagation to the
+    root."""
+    import ray.data  # noqa: F401 - configures its logger
+
+    vllm = logging.getLogger("vllm")
+    printed = io.StringIO()
+    handler = logging.StreamHandler(printed)
+    vllm.addHandler(handler)
+    vllm.propagate = False
+    yield printed
+    vllm.removeHandler(handler)
+    vllm.propagate = True
+
+
+def test_library_lines_go_to_the_log_file_ours_to_the_terminal(
+    tmp_path, capsys, libraries_print_their_own
+):
     path = tmp_path / "run" / "dnaembed.log"
     with logging_to(LogConfig(file=str(path))):
         logging.getLogger("vllm.engine").info("KV cache: 123 blocks")
@@ -94,15 +115,19 @@ def test_library_lines_go_to_the_log_file_ours_to_the_terminal(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "record skipped: chr9" in err and "an error" in err
     assert "KV cache" not in err and "a library warning" not in err
+    assert libraries_print_their_own.getvalue() == ""  # not printed by vLLM's own handler
     log = path.read_text()
     for text in ("KV cache: 123 blocks", "a library warning", "record skipped", "an error"):
         assert text in log
-    # Nothing left behind once the run is over.
+    # Nothing left behind once the run is over: the libraries print their own again.
     logging.getLogger("vllm.engine").warning("after the run")
     assert "after the run" not in path.read_text()
+    assert libraries_print_their_own.getvalue() == "after the run\n"
+    assert not logging.getLogger("ray.data").propagate
 
 
-def test_verbose_shows_library_lines(tmp_path, capsys):
+def test_verbose_shows_library_lines(tmp_path, capsys, libraries_print_their_own):
     with logging_to(LogConfig(file=str(tmp_path / "x.log"), verbose=True)):
         logging.getLogger("vllm.engine").info("KV cache: 123 blocks")
     assert "KV cache: 123 blocks" in capsys.readouterr().err
+    assert libraries_print_their_own.getvalue() == ""

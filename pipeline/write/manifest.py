@@ -140,7 +140,6 @@ def engine_timing(stats: dict) -> dict:
                 "windows": k["windows"],
                 "tokens": k["tokens"],
                 "tokens_per_s": round(k["tokens"] / k["s"], 1) if k["s"] > 0 else None,
-                **{x: k[x] for x in ("cpu_s", "load1") if x in k},
             }
             for k in packs
         ]
