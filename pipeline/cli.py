@@ -95,12 +95,13 @@ def _task(cfg: DictConfig) -> None:
         message = _user_error(e)
         if message is None:
             raise
-        _fail(message)
+        raise SystemExit(_report(message)) from None
 
 
-def _fail(message: str) -> None:
+def _report(message: str) -> int:
+    """Print a user's error; the exit code for it."""
     print(f"dnaembed: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    return 2
 
 
 def _user_error(e: BaseException) -> str | None:
@@ -132,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         message = _user_error(e)
         if message is None:
             raise
-        try:
-            _fail(message)
-        except SystemExit as exit_:
-            return exit_.code
+        return _report(message)
     finally:
         sys.argv = saved
     return 0
