@@ -3,7 +3,7 @@ and Ray's own lines, the resolved config) goes to the run's log file.
 
 From the CLI the log file is `dnaembed.log` in Hydra's run directory (`log.file` to choose
 another); `log.verbose=true` (or `-v`) also shows every library line on the terminal. Our own
-warnings and all errors always reach the terminal.
+warnings, and the error that ends a run, always reach the terminal.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _TerminalFilter(logging.Filter):
-    """On a quiet terminal: our own warnings, and anyone's errors."""
+    """On a quiet terminal, our own warnings and errors only. A failed run reaches the
+    terminal as its one-line error (or a bug's traceback); the libraries' own error records,
+    tracebacks of a failed task among them, stay in the log file."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name.startswith("pipeline") or record.levelno >= logging.ERROR
+        return record.name.startswith("pipeline")
 
 
 def _prints_to_terminal(handler: logging.Handler) -> bool:
