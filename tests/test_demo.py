@@ -51,3 +51,19 @@ def test_make_demo_on_a_fresh_clone(tmp_path):
     assert f"dnaembed: 25 records (0 skipped), {counts['windows']} windows" in proc.stdout
     assert "outputs/demo: model tiny (MEAN pooling), dim 256" in proc.stdout
     assert "NC_045512.2:0-2048(+)" in proc.stdout
+
+
+def test_make_s3_demo(tmp_path):
+    """`make s3-demo`'s script: the demo through a local S3 server, input and output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.demo.s3"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dnaembed: 25 records (0 skipped)" in proc.stdout
+    assert "s3://dnaembed-demo-embeddings/run/manifest.json" in proc.stdout
+    assert (tmp_path / "outputs" / "s3-demo" / "dnaembed.log").stat().st_size > 0

@@ -21,7 +21,7 @@ def main() -> int:
     except ImportError:
         print("make s3-demo needs the test extras: pip install 'dnaembed[test]'", file=sys.stderr)
         return 2
-    from pipeline.cli import compose, to_config
+    from pipeline.config import compose, to_config
     from pipeline.load.__main__ import summarize
     from pipeline.run import run
 
@@ -59,6 +59,8 @@ def main() -> int:
                     "window.stride=1536",
                     "embed.max_batch_tokens=16384",
                     "output.rows_per_shard=16",
+                    # Library lines to a file, as the CLI does; the terminal stays quiet.
+                    "log.file=outputs/s3-demo/dnaembed.log",
                 ]
             )
         )
