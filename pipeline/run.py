@@ -179,24 +179,23 @@ def ray_session(cfg: Config) -> Iterator[None]:
     import ray.data  # sets up its loggers on import: before they are routed
 
     with library_logs_routed(cfg.log):
-        if ray.is_initialized():
-            with worker_output_to_log(cfg.log):
-                yield
-            return
-        ray.init(
-            # "local": a new Ray for this run, even where `ray start` left one running.
-            address=cfg.ray.address or "local",
-            num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
-            include_dashboard=False,
-            log_to_driver=cfg.ray.log_to_driver,
-            logging_level=str(cfg.ray.log_level),
-        )
-        logging.getLogger("ray.data").setLevel(str(cfg.ray.log_level))
+        started = not ray.is_initialized()
+        if started:
+            ray.init(
+                # "local": a new Ray for this run, even where `ray start` left one running.
+                address=cfg.ray.address or "local",
+                num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+                include_dashboard=False,
+                log_to_driver=cfg.ray.log_to_driver,
+                logging_level=str(cfg.ray.log_level),
+            )
+            logging.getLogger("ray.data").setLevel(str(cfg.ray.log_level))
         try:
             with worker_output_to_log(cfg.log):
                 yield
         finally:
-            ray.shutdown()
+            if started:
+                ray.shutdown()
 
 
 def place_engines(p: Plan) -> str:
