@@ -196,7 +196,7 @@ class ProgressReporter:
 
     def line(self, c: dict, now: float) -> str:
         done = c["windows_embedded"]
-        known = c["inputs_read"] >= self.inputs and c["records_windowed"] >= c["records_read"]
+        known = c["inputs_read"] >= self.inputs and c["records_windowed"] >= c["records_to_window"]
         total = c["windows"] - c["windows_resumed"]
         tokens = c["engine_tokens"]
         self.samples.append((now, tokens))

@@ -166,7 +166,7 @@ def merge_parts(parts: Iterable[dict]) -> dict:
 
 # The counters a progress report needs (no lists: cheap to sum every second).
 PROGRESS_KEYS = (
-    "records_read",
+    "records_to_window",
     "records_windowed",
     "windows",
     "windows_resumed",

@@ -20,15 +20,15 @@ def counts(**kw) -> dict:
 def test_total_and_eta_only_once_every_input_is_windowed():
     r = ProgressReporter(lambda: {}, inputs=2, mode=Progress.lines)
     # One file of two read: the total is not known yet.
-    early = counts(inputs_read=1, records_read=5, records_windowed=5, windows=40)
+    early = counts(inputs_read=1, records_to_window=5, records_windowed=5, windows=40)
     assert r.line(early, now=r.t0 + 1).startswith("dnaembed: 0/? windows, 0 tokens,")
     # Both read, but one batch of records still being windowed.
-    busy = counts(inputs_read=2, records_read=9, records_windowed=5, windows=60)
+    busy = counts(inputs_read=2, records_to_window=9, records_windowed=5, windows=60)
     assert "/? windows" in r.line(busy, now=r.t0 + 2)
     # All windowed; 10 resumed, 20 of the 80 left embedded at 1000 tokens each, in 10 s.
     known = counts(
         inputs_read=2,
-        records_read=9,
+        records_to_window=9,
         records_windowed=9,
         windows=90,
         windows_resumed=10,

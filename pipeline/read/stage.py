@@ -56,7 +56,7 @@ class ReadStage(Stage):
 
     def read_file(self, uri: str) -> Iterator[pa.Table]:
         rows: dict[str, list] = {k: [] for k in RECORD_SCHEMA.names}
-        records = bases = pending = emitted = 0
+        records = bases = pending = 0
         skipped: list[dict] = []
         errors: list[dict] = []
         items = iter_records(
@@ -80,7 +80,6 @@ class ReadStage(Stage):
                 bases += len(rec.sequence)
                 pending += len(rec.sequence)
                 if pending >= self.max_batch_bases or len(rows["seq_id"]) >= self.max_batch_records:
-                    emitted += len(rows["seq_id"])
                     yield pa.Table.from_pydict(rows, schema=RECORD_SCHEMA)
                     rows = {k: [] for k in RECORD_SCHEMA.names}
                     pending = 0
@@ -91,7 +90,6 @@ class ReadStage(Stage):
             # so the corpus is never silently shorter.
             errors.append({"uri": uri, "reason": str(e), "records_read": records})
         if rows["seq_id"]:
-            emitted += len(rows["seq_id"])
             yield pa.Table.from_pydict(rows, schema=RECORD_SCHEMA)
         # Reported once the file is done: a task that dies midway reports nothing, and its
         # retry reports under the same key.
@@ -101,8 +99,9 @@ class ReadStage(Stage):
                 "records": records,
                 "bases": bases,
                 "records_skipped": len(skipped),
-                # For the progress line: records handed on, and this file done.
-                "records_read": emitted,
+                # For the progress line: records handed on (all but the skipped), and this
+                # file done.
+                "records_to_window": records - len(skipped),
                 "inputs_read": 1,
                 "skipped": skipped,
                 "input_errors": errors,

@@ -48,6 +48,7 @@ def test_malformed_records_skipped_and_counted(tmp_path):
     assert all(s["source"] == str(path) for s in totals["skipped"])
     # records in = records passed on + records skipped
     assert totals["records"] == 6 == len(rows) + totals["records_skipped"]
+    assert totals["records_to_window"] == len(rows) and totals["inputs_read"] == 1
     assert totals["input_errors"] == []
 
 
@@ -61,4 +62,5 @@ def test_truncated_gzip(tmp_path):
     (err,) = totals["input_errors"]
     assert err["uri"] == str(cut) and "truncated" in err["reason"]
     assert err["records_read"] == len(rows) == totals["records"] > 0
+    assert totals["records_to_window"] == len(rows)
     assert totals["inputs"][0]["complete"] is False
