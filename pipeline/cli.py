@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import conf_dir, one_line, register, rewrite_overrides, to_config
+from pipeline.config import composition_error, conf_dir, register, rewrite_overrides, to_config
 from pipeline.errors import find_user_error
 
 # Hydra flags that take the next argument as their value (not an override).
@@ -110,9 +109,7 @@ def _user_error(e: BaseException) -> str | None:
     if ours is not None:
         # Our messages are one line; Ray Data appends its retry advice below them.
         return str(ours).strip().splitlines()[0]
-    if isinstance(e, OmegaConfBaseException) or type(e).__module__.startswith("hydra."):
-        return one_line(e)
-    return None
+    return composition_error(e)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -444,20 +444,17 @@ def compose(overrides: list[str], config_dirs: tuple[str, ...] = ()) -> DictConf
     from hydra import initialize_config_dir
 
     register()
-    extra = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in config_dirs)}]"]
+    overrides = rewrite_overrides(overrides, config_dirs)
+    if config_dirs:  # what -cd does on the command line
+        overrides.append(f"hydra.searchpath=[{','.join(f'file://{d}' for d in config_dirs)}]")
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return hydra_compose(
-                "config",
-                overrides=rewrite_overrides(overrides, config_dirs)
-                + (extra if config_dirs else []),
-            )
-    except OmegaConfBaseException as e:
-        raise ConfigError(one_line(e)) from e
+            return hydra_compose("config", overrides=overrides)
     except Exception as e:
-        if type(e).__module__.startswith("hydra"):
-            raise ConfigError(one_line(e)) from e
-        raise
+        message = composition_error(e)
+        if message is None:
+            raise
+        raise ConfigError(message) from e
 
 
 def to_config(cfg: DictConfig) -> Config:
@@ -475,6 +472,14 @@ def to_config(cfg: DictConfig) -> Config:
         raise ConfigError(f"missing required value {key}" + (f": {hint}" if hint else "")) from e
     except OmegaConfBaseException as e:
         raise ConfigError(one_line(e)) from e
+
+
+def composition_error(e: BaseException) -> str | None:
+    """One line for an error of Hydra or OmegaConf (a bad override, an unknown key), or None
+    for any other."""
+    if isinstance(e, OmegaConfBaseException) or type(e).__module__.startswith("hydra."):
+        return one_line(e)
+    return None
 
 
 def one_line(e: BaseException) -> str:
