@@ -22,6 +22,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pipeline.errors import ConfigError
 
 IUPAC_DNA = "ACGTRYKMSWBDHVN"
+MERGE = "merge"
 
 
 class InputFormat(StrEnum):
@@ -63,9 +64,9 @@ class DType(StrEnum):
 
 
 class Pooling(StrEnum):
-    MEAN = "MEAN"
-    CLS = "CLS"
-    LAST = "LAST"
+    mean = "mean"
+    max = "max"
+    last = "last"
 
 
 class Device(StrEnum):
@@ -157,8 +158,9 @@ class WindowConfig:
     """keep | skip windows whose N fraction exceeds max_n_fraction."""
     max_n_fraction: float = 0.5
     """With n_policy=skip: the largest fraction of N a kept window may have."""
-    reverse_complement: bool = False
-    """Also emit a '-' row per window: the reverse complement of the same span."""
+    reverse_complement: Any = False
+    """false | true (also a '-' row per window: the reverse complement of the same span) |
+    merge (one '+' row per window whose embeddings are the mean of both strands')."""
     batch_windows: int = 512
     """Windows per batch handed to the tokenizer (memory, not results)."""
 
@@ -167,6 +169,16 @@ class WindowConfig:
             _at_least(f"window.{key}", getattr(self, key), 1)
         _at_least("window.stride", self.stride, 1)
         _within("window.max_n_fraction", self.max_n_fraction, 0.0, 1.0)
+        # OmegaConf has no Union of bool and str: this key is checked (and normalised) here.
+        rc = self.reverse_complement
+        rc = {"true": True, "false": False}.get(rc.lower(), rc) if isinstance(rc, str) else rc
+        if rc not in (False, True, MERGE):
+            raise ConfigError(f"window.reverse_complement must be false, true or merge, got {rc!r}")
+        self.reverse_complement = rc
+
+    @property
+    def merge_strands(self) -> bool:
+        return self.reverse_complement == MERGE
 
     @property
     def step(self) -> int:
@@ -189,8 +201,6 @@ class ModelConfig:
     """Weights and activations: float32 | bfloat16 | float16."""
     max_model_len: int = 131072
     """Tokens per window at most: a longer window is a config error, never truncated."""
-    pooling: Pooling = Pooling.MEAN
-    """Pooling of a window's tokens: MEAN | CLS | LAST."""
     add_special_tokens: bool = False
     """Add the tokenizer's special tokens (BOS/EOS) to each window."""
     trust_remote_code: bool = False
@@ -204,6 +214,12 @@ class ModelConfig:
 
 @dataclass
 class EmbedConfig:
+    layers: list[int] = field(default_factory=lambda: [-1])
+    """Layers to embed, numbered as Hugging Face's output_hidden_states: 0 = token
+    embeddings, k = output of block k (pre-norm), L or -1 = the last block after the final
+    norm. One column per (layer, pooling)."""
+    poolings: list[Pooling] = field(default_factory=lambda: [Pooling.mean])
+    """Poolings over each window's tokens: mean | max | last."""
     device: Device = Device.auto
     """auto (cuda if the Ray cluster has GPUs) | cpu | cuda."""
     num_actors: Any = 1
@@ -231,6 +247,10 @@ class EmbedConfig:
     """Environment of the engine actors, e.g. {VLLM_ATTENTION_BACKEND: FLASH_ATTN}."""
 
     def __post_init__(self) -> None:
+        for key in ("layers", "poolings"):
+            values = getattr(self, key)
+            if _is_set(values) and (not values or len(set(values)) != len(values)):
+                raise ConfigError(f"embed.{key} must list each value once, got {list(values)}")
         if _is_set(self.num_actors):
             actor_range(self.num_actors)
         for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_batch_tokens"):
@@ -366,10 +386,20 @@ def actor_range(value: Any) -> tuple[int, int]:
     return lo, hi
 
 
-def fingerprint_fields(cfg: Config) -> dict[str, Any]:
-    """The settings that decide output content; a resumed or re-run output must match these."""
+def default_outputs(cfg: Config) -> bool:
+    """The one output every earlier version wrote: the last layer, mean-pooled."""
+    return list(cfg.embed.layers) == [-1] and list(cfg.embed.poolings) == [Pooling.mean]
+
+
+def fingerprint_fields(cfg: Config, layers: list[int] | None = None) -> dict[str, Any]:
+    """The settings that decide output content; a resumed or re-run output must match these.
+
+    `layers`: embed.layers as non-negative indices (so -1 and L are the same run). The
+    default outputs add nothing, so outputs written before layers and poolings existed keep
+    their fingerprint.
+    """
     m = cfg.model
-    return {
+    out = {
         "input": asdict(cfg.input),
         # The stride in effect, so `stride=null` and `stride=<size>` are the same run.
         "window": {
@@ -382,17 +412,26 @@ def fingerprint_fields(cfg: Config) -> dict[str, Any]:
             "revision": m.revision,
             "tokenizer": m.tokenizer,
             "dtype": m.dtype,
-            "pooling": m.pooling,
+            "pooling": "MEAN",  # the only pooling before embed.poolings
             "add_special_tokens": m.add_special_tokens,
         },
     }
+    if not default_outputs(cfg):
+        out["embed"] = {
+            "layers": list(layers if layers is not None else cfg.embed.layers),
+            "poolings": [str(p) for p in cfg.embed.poolings],
+        }
+    return out
 
 
-def model_fingerprint(cfg: Config) -> dict[str, Any]:
+def model_fingerprint(cfg: Config, layers: list[int] | None = None) -> dict[str, Any]:
     """What changes a window's embedding for fixed coordinates: goes into every chunk id."""
-    fields_ = fingerprint_fields(cfg)
+    fields_ = fingerprint_fields(cfg, layers)
     return {
         **fields_["model"],
+        **({"embed": fields_["embed"]} if "embed" in fields_ else {}),
+        # A merged '+' row holds other numbers than a '+' row of either other mode.
+        **({"strands": MERGE} if cfg.window.merge_strands else {}),
         "ambiguity_codes": cfg.input.ambiguity_codes,
         "invalid_chars": cfg.input.invalid_chars,
     }
@@ -419,10 +458,16 @@ def group_options(group: str, extra_dirs: tuple[str, ...] = ()) -> list[str]:
     return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
 
 
+# Keys that moved, and where to.
+_MOVED = {"model.pooling": "embed.poolings (mean, max, last), e.g. 'embed.poolings=[mean]'"}
+
+
 def rewrite_overrides(overrides: list[str], extra_dirs: tuple[str, ...] = ()) -> list[str]:
     out = []
     for o in overrides:
         key, sep, value = o.partition("=")
+        if key.lstrip("+~") in _MOVED:
+            raise ConfigError(f"{key.lstrip('+~')} is now {_MOVED[key.lstrip('+~')]}")
         if sep and key in _PATH_SHORTHAND and value not in group_options(key, extra_dirs):
             o = f"{key}.path={value}"
         out.append(o)

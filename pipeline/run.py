@@ -6,12 +6,19 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from pipeline.config import Config, actor_range, fingerprint_fields, model_fingerprint, validate
+from pipeline.config import (
+    MERGE,
+    Config,
+    actor_range,
+    fingerprint_fields,
+    model_fingerprint,
+    validate,
+)
 from pipeline.console import (
     ProgressReporter,
     library_logs_routed,
@@ -19,9 +26,20 @@ from pipeline.console import (
     worker_output_to_log,
 )
 from pipeline.embed.engine import FINGERPRINTED_KEYS, EngineSpec, check_engine_kwargs
+from pipeline.embed.outputs import (
+    ARCHITECTURE,
+    CONFIG_KEY,
+    SUPPORTED_ARCHITECTURES,
+    DeviceHead,
+    EmbeddingColumn,
+    embedding_columns,
+    is_native,
+    resolve_layers,
+)
 from pipeline.embed.placement import ActorShape, check_placement
 from pipeline.embed.stage import EmbedStage
-from pipeline.models import resolve_model_path, resolve_tokenizer_path
+from pipeline.errors import ConfigError
+from pipeline.models import model_layout, resolve_model_path, resolve_tokenizer_path
 from pipeline.read.sources import expand_inputs
 from pipeline.read.stage import ReadStage
 from pipeline.stages import RunStats, Stage, StatsSink, add_stage
@@ -95,6 +113,47 @@ class Plan:
     fields: dict
     model_key: str
     model_info: dict
+    columns: list[EmbeddingColumn]
+
+
+def embedding_head(
+    cfg: Config, model_path: str, engine_kwargs: dict
+) -> tuple[list[EmbeddingColumn], DeviceHead | None]:
+    """The run's embedding columns, and what our engine model computes (None: vLLM's own
+    pooler does). Checked against the model's config before any engine starts."""
+    architectures, num_layers = model_layout(cfg.model, model_path)
+    poolings = [str(p) for p in cfg.embed.poolings]
+    if num_layers is None:
+        raise ConfigError(
+            f"model {cfg.model.name!r} ({model_path}) has no num_hidden_layers in its config: "
+            "embed.layers cannot be resolved"
+        )
+    layers = resolve_layers(cfg.embed.layers, num_layers)
+    columns = embedding_columns(layers, poolings, num_layers)
+    if is_native(layers, poolings, num_layers):
+        return columns, None
+    asked = f"embed.layers={list(cfg.embed.layers)} embed.poolings={poolings}"
+    if not set(architectures) & set(SUPPORTED_ARCHITECTURES):
+        raise ConfigError(
+            f"{asked} needs dnaembed's engine model, which supports "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} (Genos); model {cfg.model.name!r} is "
+            f"{', '.join(architectures) or 'of unknown architecture'}: only the last layer "
+            "with mean or last pooling (vLLM's own pooler) is available for it"
+        )
+    if cfg.embed.pipeline_parallel_size > 1:
+        raise ConfigError(
+            f"{asked} runs with embed.pipeline_parallel_size=1 only "
+            "(use embed.tensor_parallel_size to shard the model)"
+        )
+    ours = {"architectures", "num_hidden_layers", CONFIG_KEY} & set(
+        engine_kwargs.get("hf_overrides") or {}
+    )
+    if ours:
+        raise ConfigError(
+            f"embed.engine_kwargs.hf_overrides sets {sorted(ours)}, which dnaembed sets to run "
+            f"{ARCHITECTURE} for {asked}"
+        )
+    return columns, DeviceHead.of(layers, poolings, num_layers)
 
 
 def plan(cfg: Config) -> Plan:
@@ -112,20 +171,23 @@ def plan(cfg: Config) -> Plan:
         trust_remote_code=cfg.model.trust_remote_code,
     )
     check_window_fits(DnaTokenizer(tok_spec), cfg.window.size, cfg.model.max_model_len)
-    fields = fingerprint_fields(cfg)
+    columns, head = embedding_head(cfg, model_path, engine_kwargs)
+    layers = list(dict.fromkeys(c.layer for c in columns))
+    fields = fingerprint_fields(cfg, layers)
     affecting = {k: engine_kwargs[k] for k in FINGERPRINTED_KEYS if k in engine_kwargs}
     if affecting:
         fields["engine"] = affecting
-    model_key = stable_hash({**model_fingerprint(cfg), **affecting})
-    engine = EngineSpec.from_config(cfg, model_path, tok_spec.path, engine_kwargs)
+    model_key = stable_hash({**model_fingerprint(cfg, layers), **affecting})
+    engine = EngineSpec.from_config(cfg, model_path, tok_spec.path, engine_kwargs, head)
     model_info = {
         "name": cfg.model.name,
         "path": model_path,
         "dtype": cfg.model.dtype,
-        "pooling": cfg.model.pooling,
         "key": model_key,
     }
-    return Plan(cfg, sources, engine, tok_spec, stable_hash(fields), fields, model_key, model_info)
+    return Plan(
+        cfg, sources, engine, tok_spec, stable_hash(fields), fields, model_key, model_info, columns
+    )
 
 
 def _resolve_device(device: str) -> str:
@@ -142,13 +204,16 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
     storage = cfg.storage.options()
     i = cfg.input
     read = ReadStage(i.format, i.invalid_chars, i.ambiguity_codes, i.on_error, storage, stats)
-    metadata = {"dnaembed.model": p.model_info["name"], "dnaembed.pooling": cfg.model.pooling}
+    metadata = {
+        "dnaembed.model": p.model_info["name"],
+        "dnaembed.embeddings": ",".join(c.column for c in p.columns),
+    }
     return [
         read,
         WindowStage(cfg.window, p.model_key, stats),
         *([SkipCommitted(done, stats)] if done is not None else []),
         TokenizeStage(p.tokenizer, cfg.model.max_model_len, cfg.embed.max_batch_tokens),
-        EmbedStage(p.engine, cfg.embed, stats),
+        EmbedStage(p.engine, cfg.embed, stats, p.columns),
         WriteStage(
             cfg.output.path,
             p.fingerprint,
@@ -156,6 +221,7 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
             cfg.output.compression,
             storage,
             cfg.output.rows_per_shard,
+            tuple(c.column for c in p.columns),
         ),
     ]
 
@@ -248,9 +314,17 @@ def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
             "tensor_parallel_size": p.engine.tensor_parallel_size,
         },
         commits=committed.shards + commits,
+        embeddings=[asdict(c) for c in p.columns],
+        strands=_strands(cfg),
         stats=totals,
         elapsed_s=time.perf_counter() - t0,
     )
+
+
+def _strands(cfg: Config) -> str:
+    """forward | separate ('+' and '-' rows) | merged (the mean of both in one '+' row)."""
+    rc = cfg.window.reverse_complement
+    return "merged" if rc == MERGE else ("separate" if rc else "forward")
 
 
 def header(p: Plan) -> str:
@@ -258,10 +332,13 @@ def header(p: Plan) -> str:
     n = len(p.sources)
     first = p.sources[0].uri if n == 1 else f"{n} files"
     m = cfg.model
+    what = ", ".join(c.column for c in p.columns)
+    if cfg.window.merge_strands:
+        what += ", strands merged"
     lines = [
         f"dnaembed: {first} -> {cfg.output.path}",
-        f"dnaembed: model {m.name} ({m.dtype}, {m.pooling} pooling), window {cfg.window.size}"
-        f" every {cfg.window.step}",
+        f"dnaembed: model {m.name} ({m.dtype}), window {cfg.window.size} every "
+        f"{cfg.window.step}: {what}",
     ]
     if cfg.log.file:
         lines.append(f"dnaembed: log {cfg.log.file}")

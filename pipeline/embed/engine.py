@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.embed.outputs import ARCHITECTURE, CONFIG_KEY, DeviceHead
 from pipeline.errors import ConfigError
 from pipeline.util import require
 
@@ -28,8 +29,8 @@ OWNED_KEYS = {
     "task": "(always embed)",
     "dtype": "model.dtype",
     "max_model_len": "model.max_model_len",
-    "pooler_config": "model.pooling",
-    "override_pooler_config": "model.pooling",
+    "pooler_config": "embed.poolings",
+    "override_pooler_config": "embed.poolings",
     "trust_remote_code": "model.trust_remote_code",
     "tensor_parallel_size": "embed.tensor_parallel_size",
     "pipeline_parallel_size": "embed.pipeline_parallel_size",
@@ -48,8 +49,11 @@ class EngineSpec:
     revision: str | None
     dtype: str
     max_model_len: int
+    # vLLM's own pooler (MEAN or LAST of the last layer) when `head` is None; otherwise our
+    # model class computes the head's layers and poolings (pipeline/embed/model.py).
     pooling: str
     device: str  # cpu | cuda
+    head: dict[str, Any] | None = None
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     gpu_memory_utilization: float | None = None
@@ -59,9 +63,15 @@ class EngineSpec:
 
     @classmethod
     def from_config(
-        cls, cfg: Config, model: str, tokenizer: str, engine_kwargs: dict[str, Any]
+        cls,
+        cfg: Config,
+        model: str,
+        tokenizer: str,
+        engine_kwargs: dict[str, Any],
+        head: DeviceHead | None = None,
     ) -> EngineSpec:
-        """The engine of a run; `device` stays as configured until the cluster is known."""
+        """The engine of a run; `device` stays as configured until the cluster is known.
+        `head`: what our model class computes, or None for vLLM's own pooler."""
         m, e = cfg.model, cfg.embed
         return cls(
             model=model,
@@ -69,7 +79,8 @@ class EngineSpec:
             revision=m.revision,
             dtype=m.dtype,
             max_model_len=m.max_model_len,
-            pooling=m.pooling,
+            pooling="MEAN" if head else str(e.poolings[0]).upper(),
+            head=head.to_dict() if head else None,
             device=e.device,
             tensor_parallel_size=e.tensor_parallel_size,
             pipeline_parallel_size=e.pipeline_parallel_size,
@@ -116,6 +127,15 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
         if util is not None
         else (0.2 if spec.device == "cpu" else 0.9),
     )
+    if spec.head is not None:
+        head = DeviceHead.from_dict(spec.head)
+        kwargs["hf_overrides"] = {
+            **kwargs.get("hf_overrides", {}),
+            "architectures": [ARCHITECTURE],
+            # Deeper blocks are neither built nor loaded.
+            "num_hidden_layers": head.depth,
+            CONFIG_KEY: head.to_dict(),
+        }
     if spec.tensor_parallel_size * spec.pipeline_parallel_size > 1:
         # Workers as subprocesses of the actor, on the GPUs Ray gave it.
         kwargs.setdefault("distributed_executor_backend", "mp")
@@ -154,7 +174,13 @@ def build_llm(spec: EngineSpec) -> Any:
     use_moe_configs(spec, os.environ)
     from vllm.config import PoolerConfig
 
+    if spec.head is not None:
+        # Every engine process (TP workers included) loads our model class by entry point.
+        from pipeline.embed.plugin import make_discoverable
+
+        make_discoverable()
     # use_activation=False: no normalisation; the default pooler of a converted causal LM is
-    # not MEAN, so the pooling type is always set explicitly.
+    # not MEAN, so the pooling type is always set explicitly. With our head it stays MEAN:
+    # that keeps each window in one engine step (no chunked prefill), which its pooling needs.
     pooler = PoolerConfig(pooling_type=spec.pooling, use_activation=False)
     return vllm.LLM(pooler_config=pooler, **engine_kwargs(spec))

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from pipeline.errors import DnaEmbedError
-from pipeline.load.loader import load_embeddings, read_manifest
+from pipeline.load.loader import embedding_columns, load_embeddings, read_manifest
 from pipeline.write.layout import SORT_KEYS
 
 
@@ -15,23 +15,24 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
     manifest = read_manifest(uri, storage_options)
     table = load_embeddings(uri, storage_options=storage_options)
     c = manifest["counts"]
+    names = embedding_columns(manifest)
     lines = [
-        f"{uri}: model {manifest['model']['name']} ({manifest['pooling']} pooling), "
-        f"dim {manifest['dim']}, {len(manifest['shards'])} shards",
+        f"{uri}: model {manifest['model']['name']}, dim {manifest['dim']}, "
+        f"{len(manifest['shards'])} shards, embeddings: {', '.join(names)}",
         f"  records {c['records']} ({c['records_skipped']} skipped), windows {c['windows']}, "
         f"tokens {c['tokens']}, bases {c['bases']}",
     ]
     for s in manifest["skipped_records"]:
         lines.append(f"  skipped {s['seq_id']} ({s['source']}): {s['reason']}")
     if table.num_rows:
-        emb = table.column("embedding").combine_chunks().flatten().to_numpy()
-        emb = emb.reshape(table.num_rows, -1)
-        norms = np.linalg.norm(emb, axis=1)
-        lines.append(
-            f"  embedding norms: min {norms.min():.3f} mean {norms.mean():.3f} "
-            f"max {norms.max():.3f}"
-        )
-        meta = table.drop_columns(["embedding"]).sort_by(SORT_KEYS)
+        for name in names:
+            emb = table.column(name).combine_chunks().flatten().to_numpy()
+            norms = np.linalg.norm(emb.reshape(table.num_rows, -1), axis=1)
+            lines.append(
+                f"  {name} norms: min {norms.min():.3f} mean {norms.mean():.3f} "
+                f"max {norms.max():.3f}"
+            )
+        meta = table.drop_columns(names).sort_by(SORT_KEYS)
         head = meta.slice(0, 5).to_pylist()
         lines.append("  first rows (0-based half-open coordinates):")
         for row in head:

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from pipeline.embed.outputs import DEFAULT_COLUMN
 from pipeline.errors import OutputError
 from pipeline.write.layout import MANIFEST, OUTPUT_COLUMNS, RUN, SORT_KEYS, OutputDir
 
@@ -28,6 +29,25 @@ def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> di
             )
         raise OutputError(f"{uri} is not a dnaembed output (no {MANIFEST})")
     return out.read_json(MANIFEST)
+
+
+def embedding_columns(manifest: dict) -> list[str]:
+    """The run's embedding columns, as its manifest lists them (runs before layers and
+    poolings existed wrote one, `embedding`)."""
+    return [e["column"] for e in manifest.get("embeddings", [{"column": DEFAULT_COLUMN}])]
+
+
+def pick_embedding(available: list[str], embedding: str | None) -> str:
+    """The embedding column to use: the one named, or the only one there is."""
+    if embedding is None:
+        if len(available) == 1:
+            return available[0]
+        raise ValueError(
+            f"this run has several embedding columns {available}: choose one with embedding="
+        )
+    if embedding not in available:
+        raise ValueError(f"no embedding column {embedding!r}; this run has {available}")
+    return embedding
 
 
 def shard_paths(uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:
@@ -60,7 +80,8 @@ def load_embeddings(
     storage_options: dict[str, Any] | None = None,
     sort: bool = False,
 ) -> pa.Table:
-    """Rows of a complete run as one pyarrow Table (`embedding`: fixed_size_list<float32>[D]).
+    """Rows of a complete run as one pyarrow Table: the window columns and each embedding
+    column (fixed_size_list<float32>[D]; the manifest's `embeddings` lists them).
 
     `columns`: a subset to read. `filter`: a pyarrow expression (see `region`) or DNF tuples
     as pyarrow.parquet takes them, e.g. [("seq_id", "=", "chr1"), ("start", ">=", 10_000)].
@@ -98,17 +119,23 @@ def to_numpy(
     filter: Any = None,
     storage_options: dict[str, Any] | None = None,
     sort: bool = False,
+    embedding: str | None = None,
 ) -> tuple[pa.Table, np.ndarray]:
     """(metadata table, float32 array [N, D]) from an output URI or a loaded table.
 
-    The array is built from the Arrow buffer in one step, with no per-row Python.
+    `embedding`: which embedding column becomes the array (needed when the run has several,
+    e.g. `emb_l6_mean`); `columns`: the metadata columns to keep. The array is built from the
+    Arrow buffer in one step, with no per-row Python.
     """
     if isinstance(source, pa.Table):
-        table = source
+        available = [f.name for f in source.schema if pa.types.is_fixed_size_list(f.type)]
+        name = pick_embedding(available, embedding)
+        table = source.drop_columns([c for c in available if c != name])
     else:
-        wanted = [*(columns or OUTPUT_COLUMNS), "embedding"]
+        name = pick_embedding(embedding_columns(read_manifest(source, storage_options)), embedding)
+        wanted = [*(columns or OUTPUT_COLUMNS), name]
         table = load_embeddings(source, wanted, filter, storage_options, sort)
-    emb = table.column("embedding").combine_chunks()
+    emb = table.column(name).combine_chunks()
     dim = emb.type.list_size
     array = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return table.drop_columns(["embedding"]), array.reshape(len(emb), dim)
+    return table.drop_columns([name]), array.reshape(len(emb), dim)

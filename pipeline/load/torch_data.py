@@ -1,7 +1,9 @@
 """PyTorch datasets over a run's output: in memory, or streamed shard by shard (s3:// too).
 
-Each item is a dict: `embedding` (float32 tensor [D]) plus the window's metadata (`chunk_id`,
-`seq_id`, `start`, `end`, ...), so the default collate function batches them.
+Each item is a dict: the chosen embedding column (float32 tensor [D], under its own name:
+`embedding` by default) plus the window's metadata (`chunk_id`, `seq_id`, `start`, `end`, ...),
+so the default collate function batches them. A run with several embedding columns (layers,
+poolings) needs `embedding=` to say which.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.load.loader import load_embeddings, shard_paths, to_numpy
+from pipeline.load.loader import (
+    embedding_columns,
+    load_embeddings,
+    pick_embedding,
+    read_manifest,
+    shard_paths,
+    to_numpy,
+)
 from pipeline.util import require
 from pipeline.write.layout import OUTPUT_COLUMNS, OutputDir
 
@@ -30,11 +39,14 @@ class EmbeddingDataset(_torch_data.Dataset):
         filter: Any = None,
         storage_options: dict[str, Any] | None = None,
         sort: bool = True,
+        embedding: str | None = None,
     ):
+        manifest = read_manifest(uri, storage_options)
+        self.name = pick_embedding(embedding_columns(manifest), embedding)
         table = load_embeddings(
-            uri, [*(columns or OUTPUT_COLUMNS), "embedding"], filter, storage_options, sort
+            uri, [*(columns or OUTPUT_COLUMNS), self.name], filter, storage_options, sort
         )
-        meta, embeddings = to_numpy(table)
+        meta, embeddings = to_numpy(table, embedding=self.name)
         self.embeddings = np.array(embeddings)  # writable: tensors may be changed in place
         # Plain lists and arrays: cheap to pickle into DataLoader worker processes.
         self.metadata = {
@@ -48,7 +60,7 @@ class EmbeddingDataset(_torch_data.Dataset):
         import torch
 
         item = {k: _py(v[i]) for k, v in self.metadata.items()}
-        item["embedding"] = torch.from_numpy(self.embeddings[i])
+        item[self.name] = torch.from_numpy(self.embeddings[i])
         return item
 
 
@@ -69,9 +81,12 @@ class EmbeddingIterableDataset(_torch_data.IterableDataset):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        embedding: str | None = None,
     ):
         self.uri = uri
-        self.columns = [*(columns or OUTPUT_COLUMNS), "embedding"]
+        manifest = read_manifest(uri, storage_options)
+        self.name = pick_embedding(embedding_columns(manifest), embedding)
+        self.columns = [*(columns or OUTPUT_COLUMNS), self.name]
         self.storage_options = storage_options
         self.paths = shard_paths(uri, storage_options)
         self.batch_rows = batch_rows
@@ -99,14 +114,12 @@ class EmbeddingIterableDataset(_torch_data.IterableDataset):
         for path in self._my_paths():
             with fs.open(path, "rb") as f:
                 for batch in pq.ParquetFile(f).iter_batches(self.batch_rows, columns=self.columns):
-                    emb = batch.column("embedding")
+                    emb = batch.column(self.name)
                     vectors = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(emb), -1)
-                    meta = {
-                        n: batch.column(n).to_pylist() for n in self.columns if n != "embedding"
-                    }
+                    meta = {n: batch.column(n).to_pylist() for n in self.columns if n != self.name}
                     for i in range(batch.num_rows):
                         item = {n: v[i] for n, v in meta.items()}
-                        item["embedding"] = torch.from_numpy(vectors[i].astype(np.float32))
+                        item[self.name] = torch.from_numpy(vectors[i].astype(np.float32))
                         yield item
 
 

@@ -19,3 +19,16 @@ def resolve_model_path(model: ModelConfig) -> str:
 
 def resolve_tokenizer_path(model: ModelConfig) -> str:
     return str(model.tokenizer) if model.tokenizer else resolve_model_path(model)
+
+
+def model_layout(model: ModelConfig, path: str) -> tuple[list[str], int | None]:
+    """(architectures, number of layers) from the model's config.json."""
+    from transformers import AutoConfig
+
+    try:
+        c = AutoConfig.from_pretrained(
+            path, revision=model.revision, trust_remote_code=model.trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model {model.name!r}: cannot read its config at {path}: {e}") from e
+    return list(getattr(c, "architectures", None) or []), getattr(c, "num_hidden_layers", None)

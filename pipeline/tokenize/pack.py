@@ -33,9 +33,10 @@ def pack_bounds(n_tokens: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def pack(table: pa.Table, max_tokens: int) -> pa.Table:
-    """Rows of windows (with an `n_tokens` column) -> one row per pack."""
-    n_tokens = table.column("n_tokens").to_numpy()
+def pack(table: pa.Table, max_tokens: int, cost: np.ndarray | None = None) -> pa.Table:
+    """Rows of windows -> one row per pack. `cost`: the engine tokens of each window (default:
+    its `n_tokens`)."""
+    n_tokens = table.column("n_tokens").to_numpy() if cost is None else cost
     bounds = pack_bounds(n_tokens, max_tokens)
     struct = pa.StructArray.from_arrays(
         [table.column(name).combine_chunks() for name in table.column_names],

@@ -21,13 +21,18 @@ WINDOW_SCHEMA = pa.schema(
         ("sequence", pa.large_string()),
     ]
 )
+# window.reverse_complement=merge: each '+' row also carries its span's reverse complement,
+# so both strands are embedded side by side and merged into that one row.
+RC_COLUMN = "sequence_rc"
+MERGE_SCHEMA = WINDOW_SCHEMA.append(pa.field(RC_COLUMN, pa.large_string()))
 
 
 class _Batch:
     """Window rows being gathered, and the counts of one input batch."""
 
-    def __init__(self) -> None:
-        self.rows: dict[str, list] = {k: [] for k in WINDOW_SCHEMA.names}
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.rows: dict[str, list] = {k: [] for k in schema.names}
         self.counts = {
             "windows": 0,
             "windows_hash": 0,
@@ -45,8 +50,8 @@ class _Batch:
             self.rows[k].append(v)
 
     def emit(self) -> pa.Table:
-        table = pa.Table.from_pydict(self.rows, schema=WINDOW_SCHEMA)
-        self.rows = {k: [] for k in WINDOW_SCHEMA.names}
+        table = pa.Table.from_pydict(self.rows, schema=self.schema)
+        self.rows = {k: [] for k in self.schema.names}
         self.counts["windows"] += table.num_rows
         self.counts["windows_hash"] += id_hash(id_array(table.column("chunk_id")))
         return table
@@ -63,7 +68,7 @@ class WindowStage(Stage):
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         self.check_columns(batch)
-        out = _Batch()
+        out = _Batch(MERGE_SCHEMA if self.cfg.merge_strands else WINDOW_SCHEMA)
         sources = batch.column("source").to_pylist()
         seq_ids = batch.column("seq_id").to_pylist()
         for source, seq_id, seq in zip(
@@ -100,7 +105,7 @@ class WindowStage(Stage):
         if not all_spans:
             return f"length {len(seq)} < window.size {c.size} with window.last=drop"
         out.counts["bases_uncovered"] += len(seq) - all_spans[-1][1]
-        strands = ("+", "-") if c.reverse_complement else ("+",)
+        strands = ("+", "-") if c.reverse_complement is True else ("+",)
         kept = 0
         for start, end in all_spans:
             if end - start < c.min_length:
@@ -111,15 +116,18 @@ class WindowStage(Stage):
                 out.counts["windows_skipped_n"] += len(strands)
                 continue
             for strand in strands:
-                out.add(
-                    chunk_id=chunk_id(source, seq_id, start, end, strand, self.model_key),
-                    source=source,
-                    seq_id=seq_id,
-                    start=start,
-                    end=end,
-                    strand=strand,
-                    sequence=sub if strand == "+" else reverse_complement(sub),
-                )
+                row = {
+                    "chunk_id": chunk_id(source, seq_id, start, end, strand, self.model_key),
+                    "source": source,
+                    "seq_id": seq_id,
+                    "start": start,
+                    "end": end,
+                    "strand": strand,
+                    "sequence": sub if strand == "+" else reverse_complement(sub),
+                }
+                if c.merge_strands:
+                    row[RC_COLUMN] = reverse_complement(sub)
+                out.add(**row)
                 kept += 1
             if len(out) >= c.batch_windows:
                 yield out.emit()

@@ -15,7 +15,8 @@ from typing import Any
 
 from pipeline.storage import get_fs, join, write_atomic
 
-# Every output row: these columns, then `embedding` (fixed_size_list<float32>[D]).
+# Every output row: these columns, then one fixed_size_list<float32>[D] column per embedding
+# (`embedding` by default; the manifest lists them).
 OUTPUT_COLUMNS = ("chunk_id", "source", "seq_id", "start", "end", "strand", "n_tokens")
 # Rows within a shard, and a sorted load, follow genomic order.
 SORT_KEYS = [(k, "ascending") for k in ("source", "seq_id", "start", "end", "strand")]

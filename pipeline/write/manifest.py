@@ -64,7 +64,10 @@ def build_manifest(
     commits: list[dict],
     stats: dict,
     elapsed_s: float,
+    embeddings: list[dict],
+    strands: str,
 ) -> dict:
+    """`embeddings`: {column, layer, pooling} per embedding column, layer non-negative."""
     shards = sorted(commits, key=lambda c: c["shard"])
     names = [c["shard"] for c in shards]
     if len(set(names)) != len(names):
@@ -81,7 +84,8 @@ def build_manifest(
         "fingerprint": fingerprint,
         "fingerprint_fields": fields,
         "model": model,
-        "pooling": model["pooling"],
+        "embeddings": embeddings,
+        "strands": strands,
         "dim": dims.pop() if dims else None,
         "embedding_dtype": "float32",
         "coordinates": "0-based half-open [start, end) on the forward strand (BED)",

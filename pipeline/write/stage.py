@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.embed.outputs import DEFAULT_COLUMN
 from pipeline.stages import RaySpec, Stage
 from pipeline.window.windows import id_array, id_hash
 from pipeline.write.layout import (
@@ -43,7 +44,6 @@ def shard_name(chunk_ids: list[str]) -> str:
 
 
 class WriteStage(Stage):
-    needs = (*OUTPUT_COLUMNS, "embedding")
     adds = tuple(COMMIT_SCHEMA.names)
 
     def __init__(
@@ -54,6 +54,7 @@ class WriteStage(Stage):
         compression: str = "zstd",
         storage_options: dict[str, Any] | None = None,
         rows_per_shard: int | None = None,
+        embeddings: tuple[str, ...] = (DEFAULT_COLUMN,),
     ):
         self.output = output
         self.fingerprint = fingerprint
@@ -61,6 +62,8 @@ class WriteStage(Stage):
         self.compression = compression
         self.storage_options = storage_options
         self.rows_per_shard = rows_per_shard
+        self.embeddings = tuple(embeddings)
+        self.needs = (*OUTPUT_COLUMNS, *self.embeddings)
 
     def ray_spec(self) -> RaySpec:
         # One shard per call.
@@ -69,7 +72,7 @@ class WriteStage(Stage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_columns(batch)
         out = OutputDir(self.output, self.storage_options)
-        table = batch.select([*OUTPUT_COLUMNS, "embedding"]).sort_by(SORT_KEYS)
+        table = batch.select(list(self.needs)).sort_by(SORT_KEYS)
         table = table.replace_schema_metadata(
             {**self.metadata, "dnaembed.fingerprint": self.fingerprint}
         )
@@ -83,7 +86,7 @@ class WriteStage(Stage):
             "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "tokens": int(pc.sum(table.column("n_tokens")).as_py() or 0),
-            "dim": table.schema.field("embedding").type.list_size,
+            "dim": table.schema.field(self.embeddings[0]).type.list_size,
             "ids_hash": id_hash(id_array(table.column("chunk_id"))),
         }
         out.write_bytes(data, SHARDS, name)

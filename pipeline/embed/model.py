@@ -1,0 +1,187 @@
+"""dnaembed's vLLM model for Mixtral-architecture models (Genos): chosen layers, chosen poolings.
+
+vLLM offers the last layer only, pooled by MEAN, LAST or CLS. This model runs the blocks up to
+the deepest requested layer (deeper blocks are neither built nor loaded), keeps the requested
+layers' hidden states side by side, and pools each over every window's tokens on the device:
+the engine returns one float32 vector per window, [layer, pooling, hidden] flattened; per-token
+tensors never leave the GPU.
+
+Layers are numbered as Hugging Face's `output_hidden_states`: 0 is the token embeddings, k the
+output of block k (the residual stream, before any norm), and L (the last) the output of the
+final norm. It is loaded in every engine process through the `vllm.general_plugins` entry point
+(pipeline/embed/plugin.py) and chosen with `hf_overrides` (pipeline/embed/engine.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Set
+
+import torch
+from torch import nn
+from vllm.config import VllmConfig
+from vllm.model_executor.layers.pooler import Pooler, PoolingParamsUpdate
+from vllm.model_executor.models.mixtral import MixtralModel
+from vllm.model_executor.models.utils import maybe_prefix
+from vllm.sequence import IntermediateTensors
+from vllm.v1.pool.metadata import PoolingMetadata
+
+from pipeline.embed.outputs import CONFIG_KEY, DeviceHead
+
+# Mean pooling accumulates float32 sums this many bytes of hidden states at a time, so a
+# 1M-token window never needs a float32 copy of all its tokens at once.
+_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+class LayerCaptureModel(MixtralModel):
+    """MixtralModel built with only the blocks we run; forward returns the captured layers
+    concatenated along the hidden dimension."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        head = DeviceHead.from_dict(getattr(self.config, CONFIG_KEY))
+        hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
+        residual = None
+        captured = []
+        if 0 in head.layers:
+            # The next block's fused add-norm updates its residual input in place: copy.
+            captured.append(hidden.clone())
+        for k, layer in enumerate(self.layers[self.start_layer : self.end_layer], start=1):
+            hidden, residual = layer(positions, hidden, residual)
+            if k in head.layers and k != head.num_layers:
+                # vLLM carries the residual stream in two parts; HF's hidden_states[k] is
+                # their sum.
+                captured.append(hidden + residual)
+        if head.num_layers in head.layers:
+            normed, _ = self.norm(hidden, residual)
+            captured.append(normed)
+        return captured[0] if len(captured) == 1 else torch.cat(captured, dim=-1)
+
+
+class LayerPooler(Pooler):
+    """Pools each captured layer by each requested method over each window's tokens."""
+
+    def __init__(self, head: DeviceHead, hidden_size: int):
+        super().__init__()
+        self.head = head
+        self.hidden_size = hidden_size
+
+    def get_supported_tasks(self) -> Set[str]:
+        return {"embed"}
+
+    def get_pooling_updates(self, task: str) -> PoolingParamsUpdate:
+        return PoolingParamsUpdate()
+
+    def forward(
+        self, hidden_states: torch.Tensor, pooling_metadata: PoolingMetadata
+    ) -> torch.Tensor:
+        cursor = pooling_metadata.get_pooling_cursor()
+        if cursor.is_partial_prefill():
+            # The engine is built with MEAN in its pooler config, which keeps every window in
+            # one step; a split window would pool a part of it.
+            raise RuntimeError("dnaembed pooling needs each window in one step")
+        lens_cpu = cursor.prompt_lens_cpu
+        n_seqs = int(lens_cpu.numel())
+        n_layers, d = len(self.head.layers), self.hidden_size
+        x = hidden_states.view(-1, n_layers, d)
+        out = torch.empty(
+            (n_seqs, n_layers, len(self.head.poolings), d),
+            dtype=torch.float32,
+            device=hidden_states.device,
+        )
+        if n_seqs == 0:
+            return out.view(0, -1)
+        lens = lens_cpu.to(device=hidden_states.device, dtype=torch.int64, non_blocking=True)
+        segment = torch.repeat_interleave(
+            torch.arange(n_seqs, device=hidden_states.device), lens, output_size=int(lens_cpu.sum())
+        )
+        for j, how in enumerate(self.head.poolings):
+            if how == "last":
+                out[:, :, j] = x[cursor.last_token_indices_gpu].float()
+            elif how == "mean":
+                out[:, :, j] = _segment_reduce(x, segment, n_seqs, "sum") / lens.view(-1, 1, 1)
+            elif how == "max":
+                out[:, :, j] = _segment_reduce(x, segment, n_seqs, "amax")
+            else:  # the config refuses others before any engine starts
+                raise ValueError(f"unknown pooling {how!r}")
+        return out.view(n_seqs, -1)
+
+
+def _segment_reduce(x: torch.Tensor, segment: torch.Tensor, n: int, how: str) -> torch.Tensor:
+    """Per-window sum or max of x [tokens, layers, hidden], in float32, chunk by chunk."""
+    shape = (n, *x.shape[1:])
+    acc = torch.zeros(shape, dtype=torch.float32, device=x.device)
+    if how == "amax":
+        acc.fill_(float("-inf"))
+    per_token = x[0].numel() * 4 if x.shape[0] else 1
+    step = max(1, _CHUNK_BYTES // per_token)
+    for lo in range(0, x.shape[0], step):
+        part = x[lo : lo + step].float()
+        seg = segment[lo : lo + step]
+        if how == "sum":
+            acc.index_add_(0, seg, part)
+        else:
+            index = seg.view(-1, 1, 1).expand_as(part)
+            acc.scatter_reduce_(0, index, part, reduce="amax", include_self=True)
+    return acc
+
+
+class DnaembedMixtralForEmbedding(nn.Module):
+    """The engine's model: LayerCaptureModel + LayerPooler; no LM head."""
+
+    is_pooling_model = True
+    default_seq_pooling_type = "MEAN"
+    hf_to_vllm_mapper = MixtralModel.hf_to_vllm_mapper
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__()
+        config = vllm_config.model_config.hf_config
+        self.head = DeviceHead.from_dict(getattr(config, CONFIG_KEY))
+        if config.num_hidden_layers != self.head.depth:
+            raise ValueError(
+                f"dnaembed built {config.num_hidden_layers} blocks but needs {self.head.depth}"
+            )
+        self.model = LayerCaptureModel(
+            vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model")
+        )
+        self.pooler = LayerPooler(self.head, config.hidden_size)
+        self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_input_ids(input_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """The checkpoint's weights for the blocks we built; deeper blocks and the LM head are
+        skipped as they stream past."""
+        depth = self.head.depth
+
+        def ours() -> Iterable[tuple[str, torch.Tensor]]:
+            for name, tensor in weights:
+                if name.startswith("lm_head.") or _deeper(name, depth):
+                    continue
+                if not name.startswith("model."):
+                    raise ValueError(f"unexpected weight {name!r} in a Mixtral checkpoint")
+                yield name.removeprefix("model."), tensor
+
+        return {f"model.{n}" for n in self.model.load_weights(ours())}
+
+
+def _deeper(name: str, depth: int) -> bool:
+    """A weight of block `depth` or deeper (`model.layers.<k>.`)."""
+    if not name.startswith("model.layers."):
+        return False
+    k = name.split(".", 3)[2]
+    return k.isdigit() and int(k) >= depth

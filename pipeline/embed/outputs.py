@@ -1,0 +1,107 @@
+"""What a run computes per window: (layer, pooling) pairs, their columns, and the engine's head.
+
+Pure Python (no torch, no vLLM): the config, the writer, the loaders and the engine's model
+(pipeline/embed/model.py) share these names.
+
+Layers are numbered as Hugging Face's `output_hidden_states`: 0 = token embeddings, k = output
+of block k (pre-norm residual stream), L = the last block after the final norm; -1 means L.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from pipeline.errors import ConfigError
+
+POOLINGS = ("mean", "max", "last")
+# The one column every earlier run wrote: the last layer, mean-pooled.
+DEFAULT_COLUMN = "embedding"
+# Our model class, and the hf_config attribute that tells it what to compute.
+ARCHITECTURE = "DnaembedMixtralForEmbedding"
+SUPPORTED_ARCHITECTURES = ("MixtralForCausalLM",)
+CONFIG_KEY = "dnaembed_head"
+
+
+@dataclass(frozen=True)
+class EmbeddingColumn:
+    column: str
+    layer: int  # non-negative
+    pooling: str
+
+
+def column_name(layer: int, pooling: str, num_layers: int) -> str:
+    """`embedding` for the last layer mean-pooled (today's column), else `emb_l<k>_<pooling>`."""
+    if layer == num_layers and pooling == "mean":
+        return DEFAULT_COLUMN
+    return f"emb_l{layer}_{pooling}"
+
+
+def parse_column(name: str) -> tuple[int | None, str]:
+    """(layer, pooling) from a column name; the layer of `embedding` is the model's last."""
+    if name == DEFAULT_COLUMN:
+        return None, "mean"
+    head, _, pooling = name.rpartition("_")
+    if not head.startswith("emb_l") or not head[5:].isdigit() or pooling not in POOLINGS:
+        raise ValueError(f"{name!r} is not a dnaembed embedding column")
+    return int(head[5:]), pooling
+
+
+def resolve_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """`embed.layers` as non-negative indices (-1 = num_layers), checked against the model."""
+    out = []
+    for k in layers:
+        i = num_layers + 1 + k if k < 0 else k
+        if not 0 <= i <= num_layers:
+            raise ConfigError(
+                f"embed.layers: {k} is out of range for a model with {num_layers} layers "
+                f"(0 = token embeddings .. {num_layers} = last, or -1 .. -{num_layers + 1})"
+            )
+        if i in out:
+            raise ConfigError(f"embed.layers: layer {i} is listed twice ({list(layers)})")
+        out.append(i)
+    return tuple(out)
+
+
+def embedding_columns(
+    layers: Sequence[int], poolings: Sequence[str], num_layers: int
+) -> list[EmbeddingColumn]:
+    """One column per (layer, pooling), layers in the order given, then poolings."""
+    return [EmbeddingColumn(column_name(k, p, num_layers), k, p) for k in layers for p in poolings]
+
+
+def is_native(layers: Sequence[int], poolings: Sequence[str], num_layers: int) -> bool:
+    """vLLM's own pooler computes this: the last layer, one pooling it has."""
+    return tuple(layers) == (num_layers,) and tuple(poolings) in (("mean",), ("last",))
+
+
+@dataclass(frozen=True)
+class DeviceHead:
+    """What our engine model computes: layers (sorted), poolings, over a model of num_layers.
+
+    Its output per window is [len(layers), len(poolings), hidden] flattened.
+    """
+
+    layers: tuple[int, ...]
+    poolings: tuple[str, ...]
+    num_layers: int
+
+    @classmethod
+    def of(cls, layers: Sequence[int], poolings: Sequence[str], num_layers: int) -> DeviceHead:
+        return cls(tuple(sorted(layers)), tuple(poolings), num_layers)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DeviceHead:
+        return cls(tuple(d["layers"]), tuple(d["poolings"]), int(d["num_layers"]))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def depth(self) -> int:
+        """Blocks to build and run (at least one: an engine needs an attention layer)."""
+        return max(1, max(self.layers))
+
+    def index(self, layer: int, pooling: str) -> int:
+        """Position of (layer, pooling) among the output's len(layers) x len(poolings) parts."""
+        return self.layers.index(layer) * len(self.poolings) + self.poolings.index(pooling)
