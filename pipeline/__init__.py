@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.load.aggregate import aggregate_intervals, aggregate_records
 from pipeline.load.labels import attach_labels, read_bed
 from pipeline.load.loader import load_embeddings, read_manifest, region, shard_paths, to_numpy
 
 __all__ = [
     "EmbeddingDataset",
     "EmbeddingIterableDataset",
+    "aggregate_intervals",
+    "aggregate_records",
     "attach_labels",
     "compose",
     "load_embeddings",

@@ -250,7 +250,8 @@ class EmbedConfig:
         for key in ("layers", "poolings"):
             values = getattr(self, key)
             if _is_set(values) and (not values or len(set(values)) != len(values)):
-                raise ConfigError(f"embed.{key} must list each value once, got {list(values)}")
+                shown = [str(v) for v in values]
+                raise ConfigError(f"embed.{key} must list each value once, got {shown}")
         if _is_set(self.num_actors):
             actor_range(self.num_actors)
         for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_batch_tokens"):
@@ -585,6 +586,8 @@ def _show(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, dict):
         return "{}" if not value else str(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_show(v) for v in value) + "]"
     return str(value)
 
 

@@ -153,6 +153,34 @@ def test_fingerprints_are_unchanged_by_typed_config():
     assert stable_hash(model_fingerprint(cfg)) == "949e1d59dda8168664028f67a2cc3c64"
 
 
+def test_layers_poolings_and_merged_strands_are_fingerprinted():
+    base = to_config(compose(BASE))
+    layered = to_config(compose([*BASE, "embed.layers=[1,-1]", "embed.poolings=[mean,max]"]))
+    merged = to_config(compose([*BASE, "window.reverse_complement=merge"]))
+    both = to_config(compose([*BASE, "window.reverse_complement=true"]))
+    keys = {
+        name: (stable_hash(fingerprint_fields(c, layers)), stable_hash(model_fingerprint(c, layers)))
+        for name, c, layers in (
+            ("base", base, None),
+            ("layered", layered, [1, 2]),
+            ("merged", merged, None),
+            ("both", both, None),
+        )
+    }
+    # Every run fingerprint differs; the chunk-id key differs wherever a '+' row's numbers do.
+    assert len({run for run, _ in keys.values()}) == 4
+    assert len({keys[k][1] for k in ("base", "layered", "merged")}) == 3
+    assert keys["both"][1] == keys["base"][1]
+    assert fingerprint_fields(layered, [1, 2])["embed"] == {
+        "layers": [1, 2],
+        "poolings": ["mean", "max"],
+    }
+    # -1 and L are the same run once resolved against the model.
+    explicit = to_config(compose([*BASE, "embed.layers=[1,2]", "embed.poolings=[mean,max]"]))
+    assert fingerprint_fields(explicit, [1, 2]) == fingerprint_fields(layered, [1, 2])
+    assert merged.window.merge_strands and both.window.reverse_complement is True
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -161,7 +189,13 @@ def test_fingerprints_are_unchanged_by_typed_config():
         ("window.size=0", "window.size must be >= 1, got 0"),
         ("window.last=pad", r"window.last=pad: Invalid value 'pad', expected one of \[keep"),
         ("window.max_n_fraction=2", r"window.max_n_fraction must be in \[0.0, 1.0\]"),
-        ("model.pooling=MAX", "Invalid value 'MAX', expected one of"),
+        ("model.pooling=MEAN", r"model.pooling is now embed.poolings \(mean, max, last\)"),
+        ("embed.poolings=[mean,cls]", "Invalid value 'cls', expected one of"),
+        ("embed.poolings=[max,max]", r"embed.poolings must list each value once, got \['max', 'max'\]"),
+        ("embed.layers=[]", r"embed.layers must list each value once, got \[\]"),
+        ("embed.layers=[6,6]", "embed.layers must list each value once"),
+        ("embed.layers=[six]", "Value 'six' of type 'str' could not be converted to Integer"),
+        ("window.reverse_complement=both", "window.reverse_complement must be false, true or merge"),
         ("embed.num_actors=[3,1]", "1 <= min <= max"),
         ("embed.num_actors=many", "embed.num_actors must be an int or"),
         ("embed.gpu_memory_utilization=1.5", r"gpu_memory_utilization must be in \(0, 1\]"),
@@ -205,7 +239,8 @@ def test_every_key_is_documented_once_with_its_default():
     assert undocumented == []
     shown = {k: d for k, d, _ in keys}
     assert shown["window.size"] == "8192" and shown["window.stride"] == "null"
-    assert shown["input.path"].startswith("???") and shown["model.pooling"] == "MEAN"
+    assert shown["input.path"].startswith("???") and shown["embed.poolings"] == "[mean]"
+    assert shown["embed.layers"] == "[-1]"
 
 
 def test_cli_errors_are_one_line(capsys, tmp_path, monkeypatch):
@@ -228,7 +263,7 @@ def test_cli_prints_config_and_help(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["--cfg", "job", *BASE]) == 0
     out = capsys.readouterr().out
-    assert "path: x.fa" in out and "pooling: MEAN" in out
+    assert "path: x.fa" in out and "poolings:\n  - mean" in out
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "model: genos_10b, genos_1_2b, tiny" in text and "ray: cluster, local" in text

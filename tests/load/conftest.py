@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pipeline.embed.outputs import parse_column
 from pipeline.write.layout import MANIFEST, OutputDir
 from pipeline.write.manifest import build_manifest, claim_output
 from pipeline.write.stage import WriteStage
@@ -40,7 +41,8 @@ def write_run(
 ) -> None:
     out = OutputDir(uri, storage_options)
     claim_output(out, "fp", {}, "error")
-    stage = WriteStage(uri, "fp", {}, storage_options=storage_options)
+    columns = [f.name for f in table.schema if pa.types.is_fixed_size_list(f.type)]
+    stage = WriteStage(uri, "fp", {}, storage_options=storage_options, embeddings=columns)
     commits = [
         stage(table.slice(i, rows_per_shard)).to_pylist()[0]
         for i in range(0, table.num_rows, rows_per_shard)
@@ -49,10 +51,15 @@ def write_run(
         build_manifest(
             fingerprint="fp",
             fields={},
-            model={"pooling": "MEAN"},
+            model={},
             commits=commits,
             stats={"windows": table.num_rows},
             elapsed_s=0,
+            embeddings=[
+                dict(zip(("layer", "pooling"), parse_column(c), strict=True), column=c)
+                for c in columns
+            ],
+            strands="forward",
         ),
         MANIFEST,
     )

@@ -35,6 +35,9 @@ def commit(name, rows, dim=4):
     return {"shard": name, "rows": rows, "bytes": 10, "sha256": "x", "tokens": rows * 5, "dim": dim}
 
 
+EMBEDDINGS = [{"column": "embedding", "layer": 2, "pooling": "mean"}]
+
+
 def test_manifest_counts_and_accounting():
     stats = {
         "records": 5,
@@ -46,20 +49,30 @@ def test_manifest_counts_and_accounting():
     m = build_manifest(
         fingerprint="fp",
         fields=FIELDS,
-        model={"name": "tiny", "pooling": "MEAN"},
+        model={"name": "tiny"},
         commits=[commit("b", 3), commit("a", 4)],
         stats=stats,
         elapsed_s=1.0,
+        embeddings=EMBEDDINGS,
+        strands="forward",
     )
     assert [s["path"] for s in m["shards"]] == ["shards/a", "shards/b"]
     c = m["counts"]
     assert (c["records"], c["records_skipped"], c["records_embedded"]) == (5, 1, 4)
     assert (c["windows"], c["tokens"]) == (7, 35)
-    assert m["dim"] == 4 and m["pooling"] == "MEAN"
+    assert m["dim"] == 4 and m["embeddings"] == EMBEDDINGS and m["strands"] == "forward"
 
 
 def test_manifest_refuses_inconsistent_commits():
-    kw = dict(fingerprint="fp", fields=FIELDS, model={"pooling": "MEAN"}, stats={}, elapsed_s=0)
+    kw = dict(
+        fingerprint="fp",
+        fields=FIELDS,
+        model={},
+        stats={},
+        elapsed_s=0,
+        embeddings=EMBEDDINGS,
+        strands="forward",
+    )
     with pytest.raises(OutputError, match="same shard"):
         build_manifest(commits=[commit("a", 1), commit("a", 1)], **kw)
     with pytest.raises(OutputError, match="dimension"):
