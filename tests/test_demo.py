@@ -49,7 +49,8 @@ def test_make_demo_on_a_fresh_clone(tmp_path):
     assert load_embeddings(str(out)).num_rows == counts["windows"] > 0
     # The run's summary line, then the loader's summary.
     assert f"dnaembed: 25 records (0 skipped), {counts['windows']} windows" in proc.stdout
-    assert "outputs/demo: model tiny (MEAN pooling), dim 256" in proc.stdout
+    assert "outputs/demo: model tiny, dim 256, " in proc.stdout
+    assert "embeddings: embedding" in proc.stdout
     assert "NC_045512.2:0-2048(+)" in proc.stdout
 
 

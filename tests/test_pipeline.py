@@ -14,7 +14,8 @@ from transformers import AutoTokenizer
 from pipeline.cli import main
 from pipeline.embed.reference import HFReferenceEmbedder
 from pipeline.errors import OutputError
-from pipeline.load.loader import load_embeddings, read_manifest
+from pipeline.load.aggregate import aggregate_records
+from pipeline.load.loader import load_embeddings, read_manifest, to_numpy
 from pipeline.run import run
 from pipeline.window.windows import reverse_complement
 from tests.conftest import REPO, compose_config
@@ -135,7 +136,7 @@ def test_output_schema_rows_and_coordinates(first_run, corpus):
     assert summary.windows == len(rows)
     # A short header (input, output, model, engines), then the summary.
     assert lines[0] == f"dnaembed: 3 files -> {out}\n" + (
-        f"dnaembed: model tiny (float32, MEAN pooling), window {SIZE} every {STRIDE}"
+        f"dnaembed: model tiny (float32), window {SIZE} every {STRIDE}: embedding"
     )
     assert lines[1].startswith("dnaembed: cluster ") and lines[1].endswith(" on cpu")
     assert lines[-1].startswith("dnaembed: 31 records (3 skipped), ") and str(out) in lines[-1]
@@ -163,7 +164,10 @@ def test_manifest_accounts_for_every_record(first_run, corpus):
     assert c["windows_skipped_n"] > 0 and c["inputs"] == 3
     assert sum(s["rows"] for s in manifest["shards"]) == c["windows"]
     assert (out / "config.yaml").read_text().startswith("input:")
-    assert manifest["dim"] == 256 and manifest["pooling"] == "MEAN"
+    assert manifest["dim"] == 256 and manifest["strands"] == "separate"
+    # The default: today's one column, the last layer (2 in the tiny model) mean-pooled.
+    assert manifest["embeddings"] == [{"column": "embedding", "layer": 2, "pooling": "mean"}]
+    assert "embed" not in manifest["fingerprint_fields"]
     # Every pack's engine time, in start order, adding up to the totals.
     engine = manifest["engine"]
     packs = engine["per_pack"]
@@ -247,3 +251,58 @@ def test_bad_input_fails_cleanly_through_ray(ray_session, tmp_path, capsys, monk
     assert err.startswith("dnaembed: error: ") and err.count("\n") == 1
     assert "record 'broken' has '>' at position 6 (0-based)" in err
     assert not (out / "manifest.json").exists()
+
+
+def test_layers_poolings_and_merged_strands_end_to_end(ray_session, first_run, corpus, tmp_path):
+    """Four columns from our engine model, strands merged; the last-layer mean column equals
+    the mean of the first run's separate '+' and '-' rows (vLLM's own pooler)."""
+    first, _, _ = first_run
+    out = tmp_path / "layers"
+    base = [
+        "model=tiny",
+        f"input={corpus}/mixed.fa",
+        f"output={out}",
+        "embed.max_batch_tokens=4096",
+        *SETTINGS,
+    ]
+    asked = ["embed.layers=[1,-1]", "embed.poolings=[mean,max]", "window.reverse_complement=merge"]
+    lines = []
+    run(compose_config(*base, *asked), echo=lines.append)
+    assert lines[0].endswith(": emb_l1_mean, emb_l1_max, embedding, emb_l2_max, strands merged")
+    manifest = read_manifest(str(out))
+    assert manifest["embeddings"] == [
+        {"column": "emb_l1_mean", "layer": 1, "pooling": "mean"},
+        {"column": "emb_l1_max", "layer": 1, "pooling": "max"},
+        {"column": "embedding", "layer": 2, "pooling": "mean"},
+        {"column": "emb_l2_max", "layer": 2, "pooling": "max"},
+    ]
+    assert manifest["strands"] == "merged"
+    embed = manifest["fingerprint_fields"]["embed"]
+    assert embed == {"layers": [1, 2], "poolings": ["mean", "max"]}
+    table = load_embeddings(str(out), sort=True)
+    assert table.column_names[-4:] == [e["column"] for e in manifest["embeddings"]]
+    assert set(table.column("strand").to_pylist()) == {"+"}
+
+    separate = [r for r in load_embeddings(str(first)).to_pylist() if "mixed.fa" in r["source"]]
+    by_span = {}
+    for r in separate:
+        by_span.setdefault((r["seq_id"], r["start"], r["end"]), []).append(r)
+    rows = table.to_pylist()
+    assert len(rows) == len(by_span)
+    for r in rows:
+        pair = by_span[(r["seq_id"], r["start"], r["end"])]
+        assert sorted(p["strand"] for p in pair) == ["+", "-"]
+        # Merged rows are other numbers than '+' rows: another chunk id.
+        assert r["chunk_id"] not in {p["chunk_id"] for p in pair}
+        want = np.mean([p["embedding"] for p in pair], axis=0)
+        got = np.asarray(r["embedding"])
+        assert np.linalg.norm(got - want) <= 1e-4 * np.linalg.norm(want), r["chunk_id"]
+
+    with pytest.raises(ValueError, match="several embedding columns"):
+        to_numpy(str(out))
+    meta, emb = to_numpy(str(out), embedding="emb_l1_max")
+    assert emb.shape == (len(rows), 256) and "emb_l1_max" not in meta.column_names
+    records = aggregate_records(str(out), embedding="embedding")
+    assert records.num_rows == len({r["seq_id"] for r in rows})
+    with pytest.raises(OutputError, match=r"differs in: embed.layers\)"):
+        run(compose_config(*base, "embed.layers=[0,-1]", *asked[1:]), echo=lambda *_: None)

@@ -1,6 +1,7 @@
 """Reference embeddings with Hugging Face transformers: AutoModel + attention-masked mean.
 
-This is how Genos' own examples compute embeddings; we check the vLLM path against it.
+This is how Genos' own examples compute embeddings; we check the vLLM path against it. For
+other layers and poolings, `pooled` reduces `output_hidden_states` the same way.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# Reductions over a window's tokens [tokens, hidden], as dnaembed names them.
+_POOL = {"mean": lambda h: h.mean(0), "max": lambda h: h.amax(0), "last": lambda h: h[-1]}
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -62,3 +65,21 @@ class HFReferenceEmbedder:
                 pooled = (hidden * m).sum(1) / m.sum(1)
                 out.append(pooled.float().cpu().numpy())
         return np.concatenate(out)
+
+    def pooled(
+        self, token_ids: Sequence[Sequence[int]], layers: Sequence[int], poolings: Sequence[str]
+    ) -> np.ndarray:
+        """[windows, layers, poolings, hidden] from HF's hidden_states[k] (k = 0 token
+        embeddings .. L after the final norm), one window at a time, reduced in float32."""
+        torch = self.torch
+        out = []
+        with torch.inference_mode():
+            for ids in token_ids:
+                x = torch.as_tensor([list(ids)], device=self.device)
+                states = self.model(input_ids=x, output_hidden_states=True).hidden_states
+                per_layer = []
+                for k in layers:
+                    h = states[k][0].float()
+                    per_layer.append(torch.stack([_POOL[p](h) for p in poolings]))
+                out.append(torch.stack(per_layer).cpu().numpy())
+        return np.stack(out)

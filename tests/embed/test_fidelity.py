@@ -7,13 +7,17 @@ import pyarrow as pa
 import pytest
 
 from pipeline.embed.engine import EngineSpec
+from pipeline.embed.outputs import DeviceHead, embedding_columns
 from pipeline.embed.reference import HFReferenceEmbedder
 from pipeline.embed.stage import EmbedStage
 from pipeline.read.fastx import iter_records
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec
+from pipeline.window.windows import reverse_complement
 
 pytestmark = pytest.mark.slow
 
+# Two engines live in this process: each gets a fixed, small KV cache.
+ENGINE_KWARGS = {"enforce_eager": True, "kv_cache_memory_bytes": 512 << 20}
 REL_L2 = 1e-4
 PEARSON = 0.99999
 # (start, length) in the SARS-CoV-2 genome: one base to two full 4 kb windows.
@@ -56,7 +60,7 @@ def stage(tiny_model, vllm_inprocess):
         max_model_len=16384,
         pooling="MEAN",
         device="cpu",
-        engine_kwargs={"enforce_eager": True},
+        engine_kwargs=ENGINE_KWARGS,
     )
     s = EmbedStage(spec)
     s.ensure_setup()
@@ -102,3 +106,106 @@ def test_padded_reference_batches_agree(windows, reference):
     for i in range(len(ids)):
         rel, r = close(padded[i], ref[i])
         assert rel <= REL_L2 and r >= PEARSON, (i, rel, r)
+
+
+# ---- layers and poolings: our engine model against HF's output_hidden_states ---------------
+
+LAYERS = (0, 1, 2)  # the tiny model's token embeddings, block 1, block 2 after the final norm
+POOLINGS = ("mean", "max", "last")
+
+
+@pytest.fixture(scope="module")
+def layer_stage(tiny_model, vllm_inprocess):
+    head = DeviceHead.of(LAYERS, POOLINGS, num_layers=2)
+    spec = EngineSpec(
+        model=tiny_model,
+        tokenizer=tiny_model,
+        revision=None,
+        dtype="float32",
+        max_model_len=16384,
+        pooling="MEAN",
+        device="cpu",
+        head=head.to_dict(),
+        engine_kwargs=ENGINE_KWARGS,
+    )
+    # Columns in another order than the engine's (sorted) layers: found by name, not place.
+    columns = embedding_columns([2, 0, 1], POOLINGS, num_layers=2)
+    s = EmbedStage(spec, columns=columns)
+    s.ensure_setup()
+    return s
+
+
+@pytest.fixture(scope="module")
+def layer_reference(reference, windows):
+    _, hf = reference
+    return hf.pooled(windows.column("token_ids").to_pylist(), LAYERS, POOLINGS)
+
+
+def column(table: pa.Table, name: str) -> np.ndarray:
+    emb = table.column(name).combine_chunks()
+    return emb.flatten().to_numpy().reshape(len(emb), -1)
+
+
+def test_every_layer_and_pooling_matches_hf(layer_stage, windows, layer_reference):
+    out = layer_stage.embed_windows(windows)
+    assert out.column("chunk_id").to_pylist() == windows.column("chunk_id").to_pylist()
+    assert out.column_names[-9:] == [c.column for c in layer_stage.columns]
+    for c in layer_stage.columns:
+        got = column(out, c.column)
+        ref = layer_reference[:, LAYERS.index(c.layer), POOLINGS.index(c.pooling)]
+        for i in range(windows.num_rows):
+            if windows.column("n_tokens")[i].as_py() == 1 and c.layer == 0:
+                # One token: its embedding row; exact, but Pearson of a constant is undefined.
+                np.testing.assert_allclose(got[i], ref[i], rtol=1e-6)
+                continue
+            rel, r = close(got[i], ref[i])
+            assert rel <= REL_L2 and r >= PEARSON, (c.column, i, rel, r)
+
+
+def test_layers_alone_equal_layers_in_a_mixed_batch(layer_stage, windows):
+    alone = {i: layer_stage.embed_windows(windows.slice(i, 1)) for i in (1, 5, 7)}
+    order = np.random.default_rng(5).permutation(windows.num_rows)
+    mixed = layer_stage.embed_windows(windows.take(order))
+    ids = mixed.column("chunk_id").to_pylist()
+    for i, one in alone.items():
+        for c in layer_stage.columns:
+            rel, r = close(column(mixed, c.column)[ids.index(f"w{i}")], column(one, c.column)[0])
+            assert rel <= REL_L2 and r >= PEARSON, (c.column, i, rel, r)
+
+
+def test_last_layer_mean_of_our_model_equals_vllms_pooler(layer_stage, stage, windows):
+    """The default runs on vLLM's own pooler; our model's (L, mean) column is the same."""
+    ours = column(layer_stage.embed_windows(windows), "embedding")
+    theirs = as_array(stage.embed_windows(windows))
+    np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=1e-6)
+
+
+def test_merged_strands_are_the_mean_of_both_strands_in_hf(layer_stage, tiny_model):
+    seqs = ["ACGTTGCAAC" * 30 + "GGA", "TTTTACGNNA" * 9]
+    tok = DnaTokenizer(TokenizerSpec(tiny_model))
+    fwd = tok.encode(pa.array(seqs, pa.large_string()))
+    rc = tok.encode(pa.array([reverse_complement(s) for s in seqs], pa.large_string()))
+    n = len(seqs)
+    table = pa.table(
+        {
+            "chunk_id": [f"m{i}" for i in range(n)],
+            "source": ["x"] * n,
+            "seq_id": ["r"] * n,
+            "start": pa.array([0] * n, pa.int64()),
+            "end": pa.array([len(s) for s in seqs], pa.int64()),
+            "strand": ["+"] * n,
+            "n_tokens": pa.compute.list_value_length(fwd).cast(pa.int32()),
+            "token_ids": fwd,
+            "token_ids_rc": rc,
+        }
+    )
+    out = layer_stage.embed_windows(table)
+    hf = HFReferenceEmbedder(tiny_model, dtype="float32")
+    both = (
+        hf.pooled(fwd.to_pylist(), LAYERS, POOLINGS) + hf.pooled(rc.to_pylist(), LAYERS, POOLINGS)
+    ) / 2
+    for c in layer_stage.columns:
+        got = column(out, c.column)
+        for i in range(n):
+            rel, r = close(got[i], both[i, LAYERS.index(c.layer), POOLINGS.index(c.pooling)])
+            assert rel <= REL_L2 and r >= PEARSON, (c.column, i, rel, r)
