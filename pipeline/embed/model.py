@@ -34,7 +34,9 @@ _CHUNK_BYTES = 32 * 1024 * 1024
 
 class LayerCaptureModel(MixtralModel):
     """MixtralModel built with only the blocks we run; forward returns the captured layers
-    concatenated along the hidden dimension."""
+    concatenated along the hidden dimension. `head` is set by the model that builds it."""
+
+    head: DeviceHead
 
     def forward(
         self,
@@ -43,7 +45,7 @@ class LayerCaptureModel(MixtralModel):
         intermediate_tensors: IntermediateTensors | None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        head = DeviceHead.from_dict(getattr(self.config, CONFIG_KEY))
+        head = self.head
         hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
         residual = None
         captured = []
@@ -148,6 +150,7 @@ class DnaembedMixtralForEmbedding(nn.Module):
         self.model = LayerCaptureModel(
             vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model")
         )
+        self.model.head = self.head
         self.pooler = LayerPooler(self.head, config.hidden_size)
         self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
 
