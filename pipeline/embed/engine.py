@@ -136,6 +136,17 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
             "num_hidden_layers": head.depth,
             CONFIG_KEY: head.to_dict(),
         }
+        if spec.tensor_parallel_size > 1:
+            # vLLM's compiler fuses each all-reduce with the next residual add + RMS norm,
+            # writing the residual in place; our model also reads the residual stream between
+            # blocks, and with the fusion on, TP=2 engines died at start with an illegal
+            # memory access (H200, vLLM 0.26). Without it they run (BENCHMARKS.md).
+            compilation = dict(kwargs.get("compilation_config") or {})
+            compilation["pass_config"] = {
+                **compilation.get("pass_config", {}),
+                "fuse_allreduce_rms": False,
+            }
+            kwargs["compilation_config"] = compilation
     if spec.tensor_parallel_size * spec.pipeline_parallel_size > 1:
         # Workers as subprocesses of the actor, on the GPUs Ray gave it.
         kwargs.setdefault("distributed_executor_backend", "mp")

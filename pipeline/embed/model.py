@@ -30,6 +30,9 @@ from pipeline.embed.outputs import CONFIG_KEY, DeviceHead
 # Mean pooling accumulates float32 sums this many bytes of hidden states at a time, so a
 # 1M-token window never needs a float32 copy of all its tokens at once.
 _CHUNK_BYTES = 32 * 1024 * 1024
+# Up to this many windows in a step, each is pooled by dense reductions of its own; beyond,
+# all tokens are reduced at once by segment (many short windows, e.g. reads).
+LOOP_SEQS = 32
 
 
 class LayerCaptureModel(MixtralModel):
@@ -97,9 +100,20 @@ class LayerPooler(Pooler):
         )
         if n_seqs == 0:
             return out.view(0, -1)
+        if n_seqs <= LOOP_SEQS:
+            # Few windows per step (the usual case: a step holds max_model_len tokens): one
+            # dense reduction per window beats scattering every token.
+            ends = lens_cpu.cumsum(0).tolist()
+            for i, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
+                seg = x[lo:hi]
+                for j, how in enumerate(self.head.poolings):
+                    out[i, :, j] = _pool_one(seg, how)
+            return out.view(n_seqs, -1)
         lens = lens_cpu.to(device=hidden_states.device, dtype=torch.int64, non_blocking=True)
         segment = torch.repeat_interleave(
-            torch.arange(n_seqs, device=hidden_states.device), lens, output_size=int(lens_cpu.sum())
+            torch.arange(n_seqs, device=hidden_states.device),
+            lens,
+            output_size=int(lens_cpu.sum()),
         )
         for j, how in enumerate(self.head.poolings):
             if how == "last":
@@ -111,6 +125,17 @@ class LayerPooler(Pooler):
             else:  # the config refuses others before any engine starts
                 raise ValueError(f"unknown pooling {how!r}")
         return out.view(n_seqs, -1)
+
+
+def _pool_one(seg: torch.Tensor, how: str) -> torch.Tensor:
+    """One window's [tokens, layers, hidden] -> [layers, hidden] in float32."""
+    if how == "mean":
+        return torch.sum(seg, dim=0, dtype=torch.float32) / seg.shape[0]
+    if how == "max":
+        return seg.amax(dim=0).float()
+    if how == "last":
+        return seg[-1].float()
+    raise ValueError(f"unknown pooling {how!r}")
 
 
 def _segment_reduce(x: torch.Tensor, segment: torch.Tensor, n: int, how: str) -> torch.Tensor:

@@ -209,3 +209,33 @@ def test_merged_strands_are_the_mean_of_both_strands_in_hf(layer_stage, tiny_mod
         for i in range(n):
             rel, r = close(got[i], both[i, LAYERS.index(c.layer), POOLINGS.index(c.pooling)])
             assert rel <= REL_L2 and r >= PEARSON, (c.column, i, rel, r)
+
+
+def test_many_short_windows_in_one_step_match_hf(layer_stage, tiny_model, genome_fasta):
+    """More windows in a step than LOOP_SEQS: the segment-reduction path, against HF."""
+    from pipeline.embed.model import LOOP_SEQS
+
+    (rec,) = list(iter_records(str(genome_fasta)))
+    seqs = [rec.sequence[100 * i : 100 * i + 1 + i] for i in range(LOOP_SEQS + 8)]
+    ids = DnaTokenizer(TokenizerSpec(tiny_model)).encode(pa.array(seqs, pa.large_string()))
+    n = len(seqs)
+    table = pa.table(
+        {
+            "chunk_id": [f"s{i}" for i in range(n)],
+            "source": ["x"] * n,
+            "seq_id": ["r"] * n,
+            "start": pa.array([100 * i for i in range(n)], pa.int64()),
+            "end": pa.array([100 * i + 1 + i for i in range(n)], pa.int64()),
+            "strand": ["+"] * n,
+            "n_tokens": pa.compute.list_value_length(ids).cast(pa.int32()),
+            "token_ids": ids,
+        }
+    )
+    out = layer_stage.embed_windows(table)
+    ref = HFReferenceEmbedder(tiny_model, dtype="float32").pooled(ids.to_pylist(), LAYERS, POOLINGS)
+    for c in layer_stage.columns:
+        got = column(out, c.column)
+        want = ref[:, LAYERS.index(c.layer), POOLINGS.index(c.pooling)]
+        for i in range(n):
+            rel, r = close(got[i], want[i])
+            assert rel <= REL_L2 and r >= PEARSON, (c.column, i, rel, r)

@@ -82,6 +82,11 @@ def test_engine_runs_our_model_only_for_a_head(tiny_model):
         "num_hidden_layers": 1,  # deeper blocks are not built
         CONFIG_KEY: {"layers": [1], "poolings": ["max"], "num_layers": 2},
     }
+    assert "compilation_config" not in kw
+    # Sharded: the all-reduce + norm fusion stays off (it overwrote what our model reads).
+    tp = engine_kwargs(EngineSpec(**{**spec, "tensor_parallel_size": 2}, head=head.to_dict()))
+    assert tp["compilation_config"] == {"pass_config": {"fuse_allreduce_rms": False}}
+    assert "compilation_config" not in engine_kwargs(EngineSpec(**spec, tensor_parallel_size=2))
 
 
 def plan_head(tiny_model, *overrides):
