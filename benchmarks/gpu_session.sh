@@ -18,6 +18,8 @@
 #   mfu-knobs           nvidia-h200      5 min   10B MFU knobs (session 1)
 #   ray-jobs            nvidia-h200-x2   7 min   Ray jobs on two GPUs (session 3)
 #   scaling             nvidia-h200-x4   6 min   Scaling, 1 vs 4 engines (session 1)
+#   layers-1_2b         nvidia-h200-x2   9 min   layers and poolings, 1.2B (session 6)
+#   layers-10b          nvidia-h200-x2   8 min   layers and poolings, 10B, TP=2 (session 6)
 #
 # A device call lasts at most 600 s and every mode fits in one, with `prep` run first on the
 # same machine (a mode builds any model it lacks, but that eats into its 600 s: the 10B model
@@ -252,9 +254,29 @@ case "$MODE" in
     summary "$OUT/scaling.log" "$OUT/report.log"
     pack_logs scaling
     ;;
+  layers-1_2b|layers-10b)
+    # Tables: sixth session (issue 13): engine throughput of layers and poolings against the
+    #   default, bf16 fidelity of every layer x pooling against HF, TP=2 against TP=1 (10B),
+    #   and the user's command end to end (1.2B). Each engine in a subprocess of its own.
+    # Machine: nvidia-h200-x2. About 9 min (1.2B) and 8 min (10B); the 1.2B mode's last part
+    #   (pipeline) may need a call of its own (--parts pipeline) on a cold machine.
+    # Writes: layers-<shape>.json, logs-<mode>.tar.gz (each engine's log).
+    export LAYERS_WORK=$W/layers
+    if [ "$MODE" = layers-1_2b ]; then
+      timeout 560 python3 -m benchmarks.layers --shape genos_1_2b \
+        --parts engine,fidelity,pipeline --mbp 2 --out "$OUT/layers-1_2b.json" > "$OUT/layers.log" 2>&1
+    else
+      VLLM_ALLREDUCE_USE_SYMM_MEM=0 timeout 560 python3 -m benchmarks.layers --shape genos_10b \
+        --parts engine,tp2,fidelity --configs default,l6,l3x2 --windows 32 --reps 2 \
+        --timeout 240 --out "$OUT/layers-10b.json" > "$OUT/layers.log" 2>&1
+    fi
+    grep -E '^(model|genos|layer|[0-9]+ \||tp2|pipeline)' "$OUT/layers.log"
+    (cd "$LAYERS_WORK" && tar czf "$OUT/logs-$MODE.tar.gz" log-*.txt)
+    ;;
   *)
     echo "usage: bash benchmarks/gpu_session.sh MODE, one of: prep engine-vs-pipeline" \
-      "raydata-llm hf-fidelity moe-kernel moe-tiles mfu-knobs ray-jobs scaling" >&2
+      "raydata-llm hf-fidelity moe-kernel moe-tiles mfu-knobs ray-jobs scaling" \
+      "layers-1_2b layers-10b" >&2
     exit 2
     ;;
 esac

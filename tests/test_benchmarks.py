@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -119,3 +120,26 @@ def test_moe_tune_candidates_fit_and_merge_keeps_small_steps_default():
     table = moe_tune.merge({131072: {"a": 1}, 2048: {"b": 2}}, {1: {"d": 1}, 2048: {"d": 2}})
     assert list(table) == ["1", "2048", "131072"]  # numeric order, as vLLM writes them
     assert table["2048"] == {"b": 2} and table["1"] == {"d": 1}
+
+
+@pytest.mark.slow
+def test_layers_benchmark_cpu_smoke(tmp_path):
+    """benchmarks/layers.py end to end on the tiny model: every layer x pooling of our engine
+    model against HF, in a subprocess as on the GPU."""
+    out = tmp_path / "layers.json"
+    env = {**os.environ, "LAYERS_WORK": str(tmp_path / "work")}
+    args = "--shape tiny --device cpu --parts fidelity --windows 2 --length 256 --reps 1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.layers", *args.split(), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["fidelity"]
+    assert {(r["layer"], r["pooling"]) for r in rows} == {
+        (k, p) for k in range(3) for p in ("mean", "max", "last")
+    }
+    assert all(r["rel_l2_max"] <= 1e-4 and r["pearson_min"] >= 0.99999 for r in rows), rows
