@@ -6,13 +6,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.embed.engine import EngineSpec
 from pipeline.embed.outputs import DeviceHead, embedding_columns
 from pipeline.embed.reference import HFReferenceEmbedder
 from pipeline.embed.stage import EmbedStage
 from pipeline.read.fastx import iter_records
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec
 from pipeline.window.windows import reverse_complement
+from tests.embed.conftest import cpu_spec
 
 pytestmark = pytest.mark.slow
 
@@ -52,17 +52,7 @@ def windows(tiny_model, genome_fasta):
 
 @pytest.fixture(scope="module")
 def stage(tiny_model, vllm_inprocess):
-    spec = EngineSpec(
-        model=tiny_model,
-        tokenizer=tiny_model,
-        revision=None,
-        dtype="float32",
-        max_model_len=16384,
-        pooling="MEAN",
-        device="cpu",
-        engine_kwargs=ENGINE_KWARGS,
-    )
-    s = EmbedStage(spec)
+    s = EmbedStage(cpu_spec(tiny_model, engine_kwargs=ENGINE_KWARGS))
     s.ensure_setup()
     return s
 
@@ -117,17 +107,7 @@ POOLINGS = ("mean", "max", "last")
 @pytest.fixture(scope="module")
 def layer_stage(tiny_model, vllm_inprocess):
     head = DeviceHead.of(LAYERS, POOLINGS, num_layers=2)
-    spec = EngineSpec(
-        model=tiny_model,
-        tokenizer=tiny_model,
-        revision=None,
-        dtype="float32",
-        max_model_len=16384,
-        pooling="MEAN",
-        device="cpu",
-        head=head.to_dict(),
-        engine_kwargs=ENGINE_KWARGS,
-    )
+    spec = cpu_spec(tiny_model, head=head.to_dict(), engine_kwargs=ENGINE_KWARGS)
     # Columns in another order than the engine's (sorted) layers: found by name, not place.
     columns = embedding_columns([2, 0, 1], POOLINGS, num_layers=2)
     s = EmbedStage(spec, columns=columns)

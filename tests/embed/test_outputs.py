@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embed.engine import EngineSpec, engine_kwargs
+from pipeline.embed.engine import engine_kwargs
 from pipeline.embed.outputs import (
     ARCHITECTURE,
     CONFIG_KEY,
@@ -25,6 +25,7 @@ from pipeline.embed.plugin import GROUP, TARGET, make_discoverable
 from pipeline.errors import ConfigError
 from pipeline.run import embedding_head
 from tests.conftest import compose_config
+from tests.embed.conftest import cpu_spec
 
 
 def test_layers_resolve_against_the_model():
@@ -62,19 +63,10 @@ def test_native_path_and_device_head():
 
 
 def test_engine_runs_our_model_only_for_a_head(tiny_model):
-    spec = dict(
-        model=tiny_model,
-        tokenizer=tiny_model,
-        revision=None,
-        dtype="float32",
-        max_model_len=64,
-        pooling="MEAN",
-        device="cpu",
-    )
-    assert "hf_overrides" not in engine_kwargs(EngineSpec(**spec))
+    assert "hf_overrides" not in engine_kwargs(cpu_spec(tiny_model))
     head = DeviceHead.of([1], ["max"], 2)
     kw = engine_kwargs(
-        EngineSpec(**spec, head=head.to_dict(), engine_kwargs={"hf_overrides": {"rope_theta": 1}})
+        cpu_spec(tiny_model, head=head.to_dict(), engine_kwargs={"hf_overrides": {"rope_theta": 1}})
     )
     assert kw["hf_overrides"] == {
         "rope_theta": 1,
@@ -84,9 +76,9 @@ def test_engine_runs_our_model_only_for_a_head(tiny_model):
     }
     assert "compilation_config" not in kw
     # Sharded: the all-reduce + norm fusion stays off (it overwrote what our model reads).
-    tp = engine_kwargs(EngineSpec(**{**spec, "tensor_parallel_size": 2}, head=head.to_dict()))
+    tp = engine_kwargs(cpu_spec(tiny_model, tensor_parallel_size=2, head=head.to_dict()))
     assert tp["compilation_config"] == {"pass_config": {"fuse_allreduce_rms": False}}
-    assert "compilation_config" not in engine_kwargs(EngineSpec(**spec, tensor_parallel_size=2))
+    assert "compilation_config" not in engine_kwargs(cpu_spec(tiny_model, tensor_parallel_size=2))
 
 
 def plan_head(tiny_model, *overrides):
