@@ -9,8 +9,12 @@ next header. On well-formed files it returns what Biopython returns (tested agai
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+# Phred+33 quality characters, as Biopython's FASTQ parser accepts them ('!'..'~').
+_BAD_QUALITY = re.compile(r"[^!-~]")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,13 @@ def parse_fastq(lines: Iterable[str]) -> Iterator[tuple[str, str] | Malformed]:
             yield Malformed(index, title, f"'+' line names {second!r}, the header {title!r}")
         elif " " in seq or "\t" in seq:
             yield Malformed(index, title, "whitespace inside the sequence")
+        elif qual_len == len(seq) and (bad := _BAD_QUALITY.search("".join(quality))):
+            yield Malformed(
+                index,
+                title,
+                f"quality character {bad.group()!r} at position {bad.start()} (0-based) is "
+                "outside '!'..'~'",
+            )
         elif qual_len != len(seq):
             cut = _resync(quality, len(seq))
             if cut is not None:

@@ -96,8 +96,23 @@ def test_record_cut_at_end_of_file():
         ("@r1\nACGT\n+r9\nIIII\n", "'+' line names 'r9'"),
         ("@r1\nAC GT\n+\nIIIII\n", "whitespace inside the sequence"),
         ("junk\n@r1\nA\n+\nI\n", "expected a '@' header line"),
+        ("@r1\nACGT\n+\nII\x7fI\n", "quality character '\\x7f' at position 2 (0-based)"),
+        ("@r1\nACGT\n+\nIIéI\n", "quality character 'é' at position 2"),
     ],
 )
 def test_other_malformations(text, reason):
     out = ours(text)
     assert isinstance(out[0], Malformed) and reason in out[0].reason
+
+
+@pytest.mark.parametrize("bad", ["\x7f", "\x1f", "é", "\x00"])
+def test_quality_outside_phred33_is_malformed_as_biopython_says(bad):
+    """Biopython's FASTQ parser refuses such a record; ours names it (and keeps the rest)."""
+    from Bio import SeqIO
+
+    text = f"@r1\nACGT\n+\nII{bad}I\n@r2\nAC\n+\nII\n"
+    with pytest.raises(ValueError):
+        list(SeqIO.parse(io.StringIO(text), "fastq"))
+    out = ours(text)
+    assert isinstance(out[0], Malformed) and "outside '!'..'~'" in out[0].reason
+    assert out[1] == ("r2", "AC")
