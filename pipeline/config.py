@@ -41,6 +41,11 @@ class AmbiguityCodes(StrEnum):
     keep = "keep"
 
 
+class Rna(StrEnum):
+    error = "error"
+    to_t = "to_t"
+
+
 class OnError(StrEnum):
     error = "error"
     skip = "skip"
@@ -133,6 +138,8 @@ class InputConfig:
     """IUPAC codes R, Y, K, ...: to_n (map to N) | keep (pass to the tokenizer)."""
     on_error: OnError = OnError.error
     """A malformed record or broken file: error (stop) | skip (list it in the manifest)."""
+    rna: Rna = Rna.error
+    """U in a sequence: error (naming record and position) | to_t (read RNA as DNA)."""
 
     def __post_init__(self) -> None:
         if not _is_set(self.path):
@@ -401,7 +408,9 @@ def fingerprint_fields(cfg: Config, layers: list[int] | None = None) -> dict[str
     """
     m = cfg.model
     out = {
-        "input": asdict(cfg.input),
+        # input.rna only where set: outputs written before the key existed keep their
+        # fingerprint.
+        "input": {k: v for k, v in asdict(cfg.input).items() if k != "rna" or v != Rna.error},
         # The stride in effect, so `stride=null` and `stride=<size>` are the same run.
         "window": {
             **{k: v for k, v in asdict(cfg.window).items() if k != "batch_windows"},

@@ -203,7 +203,9 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
     cfg = p.cfg
     storage = cfg.storage.options()
     i = cfg.input
-    read = ReadStage(i.format, i.invalid_chars, i.ambiguity_codes, i.on_error, storage, stats)
+    read = ReadStage(
+        i.format, i.invalid_chars, i.ambiguity_codes, i.on_error, storage, stats, rna=i.rna
+    )
     metadata = {
         "dnaembed.model": p.model_info["name"],
         "dnaembed.embeddings": ",".join(c.column for c in p.columns),

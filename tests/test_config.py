@@ -184,6 +184,13 @@ def test_layers_poolings_and_merged_strands_are_fingerprinted():
     assert merged.window.merge_strands and both.window.reverse_complement is True
 
 
+def test_rna_is_fingerprinted_only_when_set():
+    base = fingerprint_fields(to_config(compose(BASE)))
+    assert "rna" not in base["input"]  # the pinned hashes above stay valid
+    rna = fingerprint_fields(to_config(compose([*BASE, "input.rna=to_t"])))
+    assert rna["input"]["rna"] == "to_t" and stable_hash(rna) != stable_hash(base)
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -199,6 +206,7 @@ def test_layers_poolings_and_merged_strands_are_fingerprinted():
         ("embed.layers=[6,6]", "embed.layers must list each value once"),
         ("embed.layers=[six]", "Value 'six' of type 'str' could not be converted to Integer"),
         ("window.reverse_complement=both", "reverse_complement must be false, true or merge"),
+        ("input.rna=keep", "Invalid value 'keep', expected one of"),
         ("embed.num_actors=[3,1]", "1 <= min <= max"),
         ("embed.num_actors=many", "embed.num_actors must be an int or"),
         ("embed.gpu_memory_utilization=1.5", r"gpu_memory_utilization must be in \(0, 1\]"),

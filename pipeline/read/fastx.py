@@ -97,15 +97,30 @@ def _decode_errors(uri: str) -> Iterator[None]:
         raise InputError(f"{uri}: truncated or corrupt gzip data ({e})") from e
 
 
-def normalise(seq: str, seq_id: str, uri: str, invalid_chars: str, ambiguity_codes: str) -> str:
-    """Uppercase (soft-masked bases count as bases), validate IUPAC, map codes to N."""
+def normalise(
+    seq: str,
+    seq_id: str,
+    uri: str,
+    invalid_chars: str,
+    ambiguity_codes: str,
+    rna: str = "error",
+) -> str:
+    """Uppercase (soft-masked bases count as bases), U to T for RNA if asked, validate IUPAC,
+    map codes to N."""
     seq = seq.upper()
+    if rna == "to_t":
+        seq = seq.replace("U", "T")
     bad = _INVALID.search(seq)
     if bad is not None:
         if invalid_chars == "error":
+            hint = (
+                "set input.rna=to_t to read RNA"
+                if bad.group() == "U"
+                else ("fix the input or set input.invalid_chars=to_n")
+            )
             raise InputError(
                 f"{uri}: record {seq_id!r} has {bad.group()!r} at position {bad.start()} "
-                "(0-based), outside IUPAC DNA; fix the input or set input.invalid_chars=to_n"
+                f"(0-based), outside IUPAC DNA; {hint}"
             )
         seq = _INVALID.sub("N", seq)
     if ambiguity_codes == "to_n":
@@ -120,6 +135,7 @@ def iter_records(
     ambiguity_codes: str = "to_n",
     options: dict[str, Any] | None = None,
     on_error: str = "error",
+    rna: str = "error",
 ) -> Iterator[Record | Skipped]:
     """Yield the records of one file; errors name file, record and reason.
 
@@ -155,7 +171,7 @@ def iter_records(
                 if seq_id in seen:
                     raise InputError(f"{uri}: duplicate sequence id {seq_id!r} (record {index})")
                 seen.add(seq_id)
-                seq = normalise(seq, seq_id, uri, invalid_chars, ambiguity_codes)
+                seq = normalise(seq, seq_id, uri, invalid_chars, ambiguity_codes, rna)
             except InputError as e:
                 if on_error != "skip":
                     raise

@@ -35,8 +35,10 @@ class ReadStage(Stage):
         stats: StatsSink | None = None,
         max_batch_bases: int = 64 << 20,
         max_batch_records: int = 8192,
+        rna: str = "error",
     ):
         self.fmt = fmt
+        self.rna = rna
         self.invalid_chars = invalid_chars
         self.ambiguity_codes = ambiguity_codes
         self.on_error = on_error
@@ -66,6 +68,7 @@ class ReadStage(Stage):
             self.ambiguity_codes,
             self.storage_options,
             self.on_error,
+            self.rna,
         )
         try:
             for rec in items:

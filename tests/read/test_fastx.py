@@ -123,3 +123,10 @@ def test_fastq_quality_length_mismatch(tmp_path):
         r"the sequence 4",
     ):
         read_all(path)
+
+
+def test_rna_is_an_error_naming_the_key_or_read_as_dna(tmp_path):
+    path = write(tmp_path / "x.fa", fasta_text([("ok", "ACGT"), ("mrna", "acguUUAG")]))
+    with pytest.raises(InputError, match=r"record 'mrna' has 'U' at position 3 .*input.rna=to_t"):
+        read_all(path)
+    assert read_all(path, rna="to_t") == [("ok", "ACGT"), ("mrna", "ACGTTTAG")]
