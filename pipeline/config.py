@@ -476,8 +476,8 @@ def rewrite_overrides(overrides: list[str], extra_dirs: tuple[str, ...] = ()) ->
     out = []
     for o in overrides:
         key, sep, value = o.partition("=")
-        if key.lstrip("+~") in _MOVED:
-            raise ConfigError(f"{key.lstrip('+~')} is now {_MOVED[key.lstrip('+~')]}")
+        if (moved := key.lstrip("+~")) in _MOVED:
+            raise ConfigError(f"{moved} is now {_MOVED[moved]}")
         if sep and key in _PATH_SHORTHAND and value not in group_options(key, extra_dirs):
             o = f"{key}.path={value}"
         out.append(o)

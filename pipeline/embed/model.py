@@ -140,10 +140,8 @@ def _pool_one(seg: torch.Tensor, how: str) -> torch.Tensor:
 
 def _segment_reduce(x: torch.Tensor, segment: torch.Tensor, n: int, how: str) -> torch.Tensor:
     """Per-window sum or max of x [tokens, layers, hidden], in float32, chunk by chunk."""
-    shape = (n, *x.shape[1:])
-    acc = torch.zeros(shape, dtype=torch.float32, device=x.device)
-    if how == "amax":
-        acc.fill_(float("-inf"))
+    start = 0.0 if how == "sum" else float("-inf")
+    acc = torch.full((n, *x.shape[1:]), start, dtype=torch.float32, device=x.device)
     per_token = x[0].numel() * 4 if x.shape[0] else 1
     step = max(1, _CHUNK_BYTES // per_token)
     for lo in range(0, x.shape[0], step):

@@ -19,7 +19,7 @@ from pipeline.embed.outputs import DEFAULT_COLUMN, DeviceHead, EmbeddingColumn
 from pipeline.stages import RaySpec, Stage, StageActor, StatsSink, report_key
 from pipeline.tokenize.pack import PACK_COLUMN, unpack
 from pipeline.tokenize.stage import RC_IDS
-from pipeline.write.layout import OUTPUT_COLUMNS
+from pipeline.write.layout import OUTPUT_COLUMNS, embedding_array
 
 
 class EmbeddingMismatch(RuntimeError):
@@ -96,7 +96,7 @@ class EmbedStage(Stage):
             emb = (emb[:n] + emb[n:]) / np.float32(2)
         out = windows.select(list(OUTPUT_COLUMNS))
         for name, part in zip(self.adds, self._split(emb), strict=True):
-            out = out.append_column(name, _fixed_size(part))
+            out = out.append_column(name, embedding_array(part))
         return out
 
     def _split(self, emb: np.ndarray) -> list[np.ndarray]:
@@ -154,8 +154,3 @@ def _prompts(ids: pa.ChunkedArray) -> list[Any]:
         TokensPrompt(prompt_token_ids=values[offsets[i] : offsets[i + 1]].tolist())
         for i in range(len(ids))
     ]
-
-
-def _fixed_size(part: np.ndarray) -> pa.FixedSizeListArray:
-    part = np.ascontiguousarray(part, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), part.shape[1])

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from pipeline.errors import DnaEmbedError
-from pipeline.load.loader import embedding_columns, load_embeddings, read_manifest
+from pipeline.load.loader import embedding_columns, load_embeddings, read_manifest, to_numpy
 from pipeline.write.layout import SORT_KEYS
 
 
@@ -26,8 +26,7 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
         lines.append(f"  skipped {s['seq_id']} ({s['source']}): {s['reason']}")
     if table.num_rows:
         for name in names:
-            emb = table.column(name).combine_chunks().flatten().to_numpy()
-            norms = np.linalg.norm(emb.reshape(table.num_rows, -1), axis=1)
+            norms = np.linalg.norm(to_numpy(table, embedding=name)[1], axis=1)
             lines.append(
                 f"  {name} norms: min {norms.min():.3f} mean {norms.mean():.3f} "
                 f"max {norms.max():.3f}"

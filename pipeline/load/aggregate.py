@@ -22,7 +22,15 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.embed.outputs import parse_column
-from pipeline.load.loader import embedding_columns, load_embeddings, pick_embedding, read_manifest
+from pipeline.load.loader import (
+    embedding_columns,
+    load_embeddings,
+    pick_embedding,
+    read_manifest,
+    table_embeddings,
+    to_numpy,
+)
+from pipeline.write.layout import embedding_array
 
 _GROUP_FLOATS = 1 << 25  # (window, interval) pairs x dim per step: bounds the memory
 
@@ -32,8 +40,7 @@ def _load(
 ) -> tuple[pa.Table, str, str]:
     """(windows with the chosen column, column, its pooling)."""
     if isinstance(source, pa.Table):
-        names = [f.name for f in source.schema if pa.types.is_fixed_size_list(f.type)]
-        name = pick_embedding(names, embedding)
+        name = pick_embedding(table_embeddings(source), embedding)
         pooling = parse_column(name)[1]
         table = source
     else:
@@ -50,11 +57,6 @@ def _load(
             "(mean columns give token-weighted means, max columns the max)"
         )
     return table, name, pooling
-
-
-def _vectors(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name).combine_chunks()
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
 
 
 def _reduce(
@@ -75,10 +77,6 @@ def _reduce(
         total = np.bincount(group, weights=weight, minlength=n)
         out /= np.where(total > 0, total, 1)[:, None]
     return out.astype(np.float32)
-
-
-def _column(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
 
 def aggregate_records(
@@ -103,7 +101,7 @@ def aggregate_records(
     rows = lists.values.to_numpy()
     group = np.repeat(np.arange(len(lists)), np.diff(lists.offsets.to_numpy()))
     weight = table.column("n_tokens").to_numpy().astype(np.float64)[rows]
-    vectors = _reduce(_vectors(table, name), rows, group, weight, len(lists), how)
+    vectors = _reduce(to_numpy(table, embedding=name)[1], rows, group, weight, len(lists), how)
     out = pa.table(
         {
             **{k: grouped.column(k) for k in keys},
@@ -111,7 +109,7 @@ def aggregate_records(
             "end": grouped.column("end_max"),
             "n_windows": pa.array(np.diff(lists.offsets.to_numpy()), pa.int64()),
             "n_tokens": grouped.column("n_tokens_sum"),
-            name: _column(vectors),
+            name: embedding_array(vectors),
         }
     )
     return out.sort_by([(k, "ascending") for k in ("source", "seq_id", "strand")])
@@ -182,7 +180,8 @@ def aggregate_intervals(
     code = np.array([strands.index(s) for s in w_strand[rows]], dtype=np.int64)
     key = iv * max(len(strands), 1) + code
     uniq, group = np.unique(key, return_inverse=True)
-    vectors = _reduce(_vectors(table, name), rows, group, weight, len(uniq), pooling)
+    emb = to_numpy(table, embedding=name)[1]
+    vectors = _reduce(emb, rows, group, weight, len(uniq), pooling)
     n_codes = max(len(strands), 1)
     out = bed.take(pa.array(uniq // n_codes))
     if "strand" in out.column_names:  # the interval's own strand, beside the windows'
@@ -192,5 +191,5 @@ def aggregate_intervals(
         out.append_column("strand", pa.array([strands[i] for i in uniq % n_codes], pa.string()))
         .append_column("n_windows", pa.array(np.bincount(group, minlength=len(uniq))))
         .append_column("n_tokens", pa.array(tokens))
-        .append_column(name, _column(vectors))
+        .append_column(name, embedding_array(vectors))
     )

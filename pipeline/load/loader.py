@@ -37,6 +37,11 @@ def embedding_columns(manifest: dict) -> list[str]:
     return [e["column"] for e in manifest.get("embeddings", [{"column": DEFAULT_COLUMN}])]
 
 
+def table_embeddings(table: pa.Table) -> list[str]:
+    """The embedding columns of a loaded table (its fixed_size_list columns)."""
+    return [f.name for f in table.schema if pa.types.is_fixed_size_list(f.type)]
+
+
 def pick_embedding(available: list[str], embedding: str | None) -> str:
     """The embedding column to use: the one named, or the only one there is."""
     if embedding is None:
@@ -128,7 +133,7 @@ def to_numpy(
     Arrow buffer in one step, with no per-row Python.
     """
     if isinstance(source, pa.Table):
-        available = [f.name for f in source.schema if pa.types.is_fixed_size_list(f.type)]
+        available = table_embeddings(source)
         name = pick_embedding(available, embedding)
         table = source.drop_columns([c for c in available if c != name])
     else:

@@ -13,6 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from pipeline.storage import get_fs, join, write_atomic
 
 # Every output row: these columns, then one fixed_size_list<float32>[D] column per embedding
@@ -20,6 +23,13 @@ from pipeline.storage import get_fs, join, write_atomic
 OUTPUT_COLUMNS = ("chunk_id", "source", "seq_id", "start", "end", "strand", "n_tokens")
 # Rows within a shard, and a sorted load, follow genomic order.
 SORT_KEYS = [(k, "ascending") for k in ("source", "seq_id", "start", "end", "strand")]
+
+
+def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """[rows, D] vectors as an embedding column: fixed_size_list<float32>[D]."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
 
 MANIFEST = "manifest.json"
 RUN = "run.json"

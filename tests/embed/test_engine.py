@@ -9,25 +9,12 @@ from pipeline.embed.engine import (
     MOE_CONFIGS,
     MOE_ENV,
     OWNED_KEYS,
-    EngineSpec,
     engine_env,
     engine_kwargs,
     use_moe_configs,
 )
 from pipeline.errors import ConfigError
-
-
-def spec(**kw):
-    base = dict(
-        model="/m",
-        tokenizer="/m",
-        revision=None,
-        dtype="bfloat16",
-        max_model_len=8192,
-        pooling="MEAN",
-        device="cuda",
-    )
-    return EngineSpec(**{**base, **kw})
+from tests.embed.conftest import engine_spec as spec
 
 
 def test_kwargs_own_correctness_and_pass_tuning_through():

@@ -9,6 +9,7 @@ import pytest
 from pipeline.embed.outputs import DeviceHead, embedding_columns
 from pipeline.embed.reference import HFReferenceEmbedder
 from pipeline.embed.stage import EmbedStage
+from pipeline.load.loader import to_numpy
 from pipeline.read.fastx import iter_records
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec
 from pipeline.window.windows import reverse_complement
@@ -63,16 +64,15 @@ def reference(tiny_model, windows):
     return hf.embed(windows.column("token_ids").to_pylist(), batch_size=1), hf
 
 
-def as_array(table: pa.Table) -> np.ndarray:
-    emb = table.column("embedding").combine_chunks()
-    return emb.flatten().to_numpy().reshape(len(emb), -1)
+def column(table: pa.Table, name: str = "embedding") -> np.ndarray:
+    return to_numpy(table, embedding=name)[1]
 
 
 def test_vllm_matches_hf_mean_pooling(stage, windows, reference):
     ref, _ = reference
     out = stage.embed_windows(windows)
     assert out.column("chunk_id").to_pylist() == windows.column("chunk_id").to_pylist()
-    got = as_array(out)
+    got = column(out)
     assert got.dtype == np.float32 and got.shape == (windows.num_rows, 256)
     for i in range(windows.num_rows):
         rel, r = close(got[i], ref[i])
@@ -80,10 +80,10 @@ def test_vllm_matches_hf_mean_pooling(stage, windows, reference):
 
 
 def test_window_alone_equals_window_in_a_mixed_batch(stage, windows):
-    alone = {i: as_array(stage.embed_windows(windows.slice(i, 1)))[0] for i in (0, 4, 6)}
+    alone = {i: column(stage.embed_windows(windows.slice(i, 1)))[0] for i in (0, 4, 6)}
     order = np.random.default_rng(3).permutation(windows.num_rows)
     mixed = stage.embed_windows(windows.take(order))
-    by_id = dict(zip(mixed.column("chunk_id").to_pylist(), as_array(mixed), strict=True))
+    by_id = dict(zip(mixed.column("chunk_id").to_pylist(), column(mixed), strict=True))
     for i, vec in alone.items():
         rel, r = close(by_id[f"w{i}"], vec)
         assert rel <= REL_L2 and r >= PEARSON, (i, rel, r)
@@ -121,11 +121,6 @@ def layer_reference(reference, windows):
     return hf.pooled(windows.column("token_ids").to_pylist(), LAYERS, POOLINGS)
 
 
-def column(table: pa.Table, name: str) -> np.ndarray:
-    emb = table.column(name).combine_chunks()
-    return emb.flatten().to_numpy().reshape(len(emb), -1)
-
-
 def test_every_layer_and_pooling_matches_hf(layer_stage, windows, layer_reference):
     out = layer_stage.embed_windows(windows)
     assert out.column("chunk_id").to_pylist() == windows.column("chunk_id").to_pylist()
@@ -156,7 +151,7 @@ def test_layers_alone_equal_layers_in_a_mixed_batch(layer_stage, windows):
 def test_last_layer_mean_of_our_model_equals_vllms_pooler(layer_stage, stage, windows):
     """The default runs on vLLM's own pooler; our model's (L, mean) column is the same."""
     ours = column(layer_stage.embed_windows(windows), "embedding")
-    theirs = as_array(stage.embed_windows(windows))
+    theirs = column(stage.embed_windows(windows))
     np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=1e-6)
 
 
