@@ -127,9 +127,19 @@ def _within(key: str, value: Any, low: float, high: float, open_low: bool = Fals
 
 @dataclass
 class InputConfig:
-    path: Any = MISSING
-    """Input files: a path, glob, directory or fsspec URI (s3://bucket/*.fa.gz), or a list
-    of them (`input='[a.fa,reads/*.fq.gz]'`). Required; `input=X` is shorthand."""
+    path: Any = None
+    """FASTA/FASTQ files to tile into windows: a path, glob, directory or fsspec URI
+    (s3://bucket/*.fa.gz), or a list of them (`input='[a.fa,reads/*.fq.gz]'`); `input=X` is
+    shorthand. A run reads one of path, regions or variants."""
+    reference: str | None = None
+    """Indexed reference FASTA (plain, or bgzip with .fai and .gzi; local or s3://) that
+    regions and variants are read from; a missing index is built where it can be written."""
+    regions: str | None = None
+    """BED file (0-based, half-open; plain or gzip): one embedding per interval, with
+    window.flank bases of context each side. Needs input.reference."""
+    variants: str | None = None
+    """VCF file (plain or bgzip): one row per ALT allele, the reference and alternate windows
+    of window.size bases compared. Needs input.reference."""
     format: InputFormat = InputFormat.auto
     """auto (sniffed from the first byte) | fasta | fastq."""
     invalid_chars: InvalidChars = InvalidChars.error
@@ -168,12 +178,16 @@ class WindowConfig:
     reverse_complement: Any = False
     """false | true (also a '-' row per window: the reverse complement of the same span) |
     merge (one '+' row per window whose embeddings are the mean of both strands')."""
+    flank: int = 0
+    """Regions: bases of context each side of every interval, clipped at contig ends; the
+    model sees them, the poolings leave them out."""
     batch_windows: int = 512
     """Windows per batch handed to the tokenizer (memory, not results)."""
 
     def __post_init__(self) -> None:
         for key in ("size", "min_length", "batch_windows"):
             _at_least(f"window.{key}", getattr(self, key), 1)
+        _at_least("window.flank", self.flank, 0)
         _at_least("window.stride", self.stride, 1)
         _within("window.max_n_fraction", self.max_n_fraction, 0.0, 1.0)
         # OmegaConf has no Union of bool and str: this key is checked (and normalised) here.
@@ -283,6 +297,19 @@ class OutputConfig:
 
 
 @dataclass
+class RegionsConfig:
+    stranded: bool = False
+    """Embed '-' intervals (BED column 6) as their reverse complement; false: every interval
+    as on the reference."""
+
+
+@dataclass
+class VariantsConfig:
+    keep_embeddings: bool = False
+    """Also store both windows' embeddings (E_ref, E_alt) beside the scores."""
+
+
+@dataclass
 class S3Config:
     # Credentials never go here: s3fs reads them from the environment, the AWS profile or the
     # instance role, so no log, manifest or saved config can hold them.
@@ -355,6 +382,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    regions: RegionsConfig = field(default_factory=RegionsConfig)
+    variants: VariantsConfig = field(default_factory=VariantsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -363,8 +392,43 @@ class Config:
 GROUPS = tuple(f.name for f in fields(Config))
 
 
+class InputKind(StrEnum):
+    tiles = "tiles"
+    regions = "regions"
+    variants = "variants"
+
+
+def input_kind(cfg: Config) -> InputKind:
+    """What the run reads: files to tile (input.path), BED regions or VCF variants."""
+    i = cfg.input
+    given = [k for k in ("path", "regions", "variants") if _is_set(getattr(i, k))]
+    if not given:
+        raise ConfigError(
+            "missing input: pass input=PATH (FASTA/FASTQ to tile), or input.reference=FASTA "
+            "with input.regions=BED or input.variants=VCF"
+        )
+    if len(given) > 1:
+        raise ConfigError(
+            f"a run reads one input, got {', '.join('input.' + k for k in given)}: "
+            "run them separately"
+        )
+    if given[0] == "path":
+        if _is_set(i.reference):
+            raise ConfigError(
+                "input.reference is read for input.regions or input.variants; input.path "
+                "files are tiled whole"
+            )
+        return InputKind.tiles
+    if not _is_set(i.reference):
+        raise ConfigError(f"input.{given[0]} needs input.reference=FASTA (indexed, or bgzip)")
+    return InputKind(given[0])
+
+
 def validate(cfg: Config) -> Config:
     """Checks across keys (each key's own range is checked when the config is built)."""
+    kind = input_kind(cfg)
+    if cfg.window.flank and kind != InputKind.regions:
+        raise ConfigError("window.flank applies to input.regions only")
     w = cfg.window
     if w.step > w.size:
         raise ConfigError(
@@ -407,13 +471,19 @@ def fingerprint_fields(cfg: Config, layers: list[int] | None = None) -> dict[str
     their fingerprint.
     """
     m = cfg.model
+    kind = input_kind(cfg)
+    # Keys added after outputs existed count only where set, so those outputs keep their
+    # fingerprint: input.rna, the region/variant inputs, window.flank.
+    later = {"rna": Rna.error, "reference": None, "regions": None, "variants": None}
     out = {
-        # input.rna only where set: outputs written before the key existed keep their
-        # fingerprint.
-        "input": {k: v for k, v in asdict(cfg.input).items() if k != "rna" or v != Rna.error},
+        "input": {k: v for k, v in asdict(cfg.input).items() if k not in later or v != later[k]},
         # The stride in effect, so `stride=null` and `stride=<size>` are the same run.
         "window": {
-            **{k: v for k, v in asdict(cfg.window).items() if k != "batch_windows"},
+            **{
+                k: v
+                for k, v in asdict(cfg.window).items()
+                if k != "batch_windows" and (k != "flank" or v)
+            },
             "stride": cfg.window.step,
         },
         "model": {
@@ -426,6 +496,10 @@ def fingerprint_fields(cfg: Config, layers: list[int] | None = None) -> dict[str
             "add_special_tokens": m.add_special_tokens,
         },
     }
+    if kind == InputKind.regions:
+        out["regions"] = asdict(cfg.regions)
+    if kind == InputKind.variants:
+        out["variants"] = asdict(cfg.variants)
     if not default_outputs(cfg):
         out["embed"] = {
             "layers": list(layers if layers is not None else cfg.embed.layers),
@@ -442,6 +516,8 @@ def model_fingerprint(cfg: Config, layers: list[int] | None = None) -> dict[str,
         **({"embed": fields_["embed"]} if "embed" in fields_ else {}),
         # A merged '+' row holds other numbers than a '+' row of either other mode.
         **({"strands": MERGE} if cfg.window.merge_strands else {}),
+        # Regions: the flank is context the model sees.
+        **({"flank": cfg.window.flank} if cfg.window.flank else {}),
         "ambiguity_codes": cfg.input.ambiguity_codes,
         "invalid_chars": cfg.input.invalid_chars,
     }

@@ -14,8 +14,10 @@ from omegaconf import OmegaConf
 from pipeline.config import (
     MERGE,
     Config,
+    InputKind,
     actor_range,
     fingerprint_fields,
+    input_kind,
     model_fingerprint,
     validate,
 )
@@ -37,17 +39,20 @@ from pipeline.embed.outputs import (
     resolve_layers,
 )
 from pipeline.embed.placement import ActorShape, check_placement
-from pipeline.embed.stage import EmbedStage
+from pipeline.embed.stage import METRICS, EmbedStage
 from pipeline.errors import ConfigError
 from pipeline.models import model_layout, resolve_model_path, resolve_tokenizer_path
+from pipeline.read.reference import Reference
 from pipeline.read.sources import expand_inputs
-from pipeline.read.stage import ReadStage
+from pipeline.read.stage import ReadStage, RegionReadStage, VariantReadStage
 from pipeline.stages import RunStats, Stage, StatsSink, add_stage
 from pipeline.tokenize.stage import TokenizeStage
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, check_window_fits
 from pipeline.util import stable_hash
+from pipeline.window.regions import RegionWindowStage
 from pipeline.window.stage import WindowStage
-from pipeline.write.layout import CONFIG, MANIFEST, OutputDir
+from pipeline.window.variants import VariantWindowStage
+from pipeline.write.layout import CONFIG, MANIFEST, ROW_ORDER, OutputDir
 from pipeline.write.manifest import build_manifest, claim_output
 from pipeline.write.resume import Committed, SkipCommitted, check_exactly_once, scan_committed
 from pipeline.write.stage import WriteStage
@@ -114,13 +119,15 @@ class Plan:
     model_key: str
     model_info: dict
     columns: list[EmbeddingColumn]
+    kind: InputKind = InputKind.tiles
 
 
 def embedding_head(
-    cfg: Config, model_path: str, engine_kwargs: dict
+    cfg: Config, model_path: str, engine_kwargs: dict, spans: bool = False
 ) -> tuple[list[EmbeddingColumn], DeviceHead | None]:
     """The run's embedding columns, and what our engine model computes (None: vLLM's own
-    pooler does). Checked against the model's config before any engine starts."""
+    pooler does). `spans`: rows pool over a part of their window (regions), which only our
+    model does. Checked against the model's config before any engine starts."""
     architectures, num_layers = model_layout(cfg.model, model_path)
     poolings = [str(p) for p in cfg.embed.poolings]
     if num_layers is None:
@@ -130,9 +137,11 @@ def embedding_head(
         )
     layers = resolve_layers(cfg.embed.layers, num_layers)
     columns = embedding_columns(layers, poolings, num_layers)
-    if is_native(layers, poolings, num_layers):
+    if is_native(layers, poolings, num_layers) and not spans:
         return columns, None
     asked = f"embed.layers={list(cfg.embed.layers)} embed.poolings={poolings}"
+    if spans:
+        asked = f"input.regions (pooling over each interval inside its flanks) with {asked}"
     if not set(architectures) & set(SUPPORTED_ARCHITECTURES):
         raise ConfigError(
             f"{asked} needs dnaembed's engine model, which supports "
@@ -162,7 +171,17 @@ def plan(cfg: Config) -> Plan:
     engine_kwargs = {**cfg.model.engine_kwargs, **cfg.embed.engine_kwargs}
     check_engine_kwargs(cfg.model.engine_kwargs, "model.engine_kwargs")
     check_engine_kwargs(cfg.embed.engine_kwargs)
-    sources = expand_inputs(cfg.input.path, cfg.storage.options())
+    kind = input_kind(cfg)
+    storage = cfg.storage.options()
+    sources = expand_inputs(
+        {InputKind.tiles: cfg.input.path, InputKind.regions: cfg.input.regions}.get(
+            kind, cfg.input.variants
+        ),
+        storage,
+    )
+    if kind != InputKind.tiles:
+        # Fails fast on a plain-gzip reference or an index it cannot build.
+        Reference.prepare(cfg.input.reference, storage)
     model_path = resolve_model_path(cfg.model)
     tok_spec = TokenizerSpec(
         path=resolve_tokenizer_path(cfg.model),
@@ -170,8 +189,12 @@ def plan(cfg: Config) -> Plan:
         add_special_tokens=cfg.model.add_special_tokens,
         trust_remote_code=cfg.model.trust_remote_code,
     )
-    check_window_fits(DnaTokenizer(tok_spec), cfg.window.size, cfg.model.max_model_len)
-    columns, head = embedding_head(cfg, model_path, engine_kwargs)
+    tokenizer = DnaTokenizer(tok_spec)
+    if kind == InputKind.regions:
+        check_regions_fit(tokenizer, cfg.window.flank, cfg.model.max_model_len)
+    else:
+        check_window_fits(tokenizer, cfg.window.size, cfg.model.max_model_len)
+    columns, head = embedding_head(cfg, model_path, engine_kwargs, spans=kind == InputKind.regions)
     layers = list(dict.fromkeys(c.layer for c in columns))
     fields = fingerprint_fields(cfg, layers)
     affecting = {k: engine_kwargs[k] for k in FINGERPRINTED_KEYS if k in engine_kwargs}
@@ -186,8 +209,32 @@ def plan(cfg: Config) -> Plan:
         "key": model_key,
     }
     return Plan(
-        cfg, sources, engine, tok_spec, stable_hash(fields), fields, model_key, model_info, columns
+        cfg,
+        sources,
+        engine,
+        tok_spec,
+        stable_hash(fields),
+        fields,
+        model_key,
+        model_info,
+        columns,
+        kind,
     )
+
+
+def check_regions_fit(tokenizer: DnaTokenizer, flank: int, max_model_len: int) -> None:
+    """Regions pool over token ranges of their window: one token per base, no specials; and
+    the flanks must leave room for the interval in every tile."""
+    if not tokenizer.char_level or tokenizer.n_special:
+        raise ConfigError(
+            "input.regions needs a tokenizer with one token per base and no special tokens "
+            f"(model.add_special_tokens={tokenizer.spec.add_special_tokens}); this one is not"
+        )
+    if 2 * flank >= max_model_len:
+        raise ConfigError(
+            f"window.flank={flank} on both sides leaves no room for the interval in "
+            f"model.max_model_len={max_model_len} tokens; lower window.flank"
+        )
 
 
 def _resolve_device(device: str) -> str:
@@ -203,19 +250,50 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
     cfg = p.cfg
     storage = cfg.storage.options()
     i = cfg.input
-    read = ReadStage(
-        i.format, i.invalid_chars, i.ambiguity_codes, i.on_error, storage, stats, rna=i.rna
-    )
+    if p.kind == InputKind.tiles:
+        read: list[Stage] = [
+            ReadStage(
+                i.format, i.invalid_chars, i.ambiguity_codes, i.on_error, storage, stats, rna=i.rna
+            ),
+            WindowStage(cfg.window, p.model_key, stats),
+        ]
+    elif p.kind == InputKind.regions:
+        read = [
+            RegionReadStage(storage, stats),
+            RegionWindowStage(
+                cfg.window, cfg.regions.stranded, p.model_key, i.reference, storage, i, stats
+            ),
+        ]
+    else:
+        read = [
+            VariantReadStage(storage, stats),
+            VariantWindowStage(cfg.window, p.model_key, i.reference, storage, i, stats),
+        ]
     metadata = {
         "dnaembed.model": p.model_info["name"],
         "dnaembed.embeddings": ",".join(c.column for c in p.columns),
+        "dnaembed.input": str(p.kind),
     }
+    embed = EmbedStage(
+        p.engine,
+        cfg.embed,
+        stats,
+        p.columns,
+        p.kind,
+        cfg.model.max_model_len if p.kind == InputKind.regions else None,
+        cfg.window.flank,
+        cfg.variants.keep_embeddings,
+    )
     return [
-        read,
-        WindowStage(cfg.window, p.model_key, stats),
+        *read,
         *([SkipCommitted(done, stats)] if done is not None else []),
-        TokenizeStage(p.tokenizer, cfg.model.max_model_len, cfg.embed.max_batch_tokens),
-        EmbedStage(p.engine, cfg.embed, stats, p.columns),
+        TokenizeStage(
+            p.tokenizer,
+            cfg.model.max_model_len,
+            cfg.embed.max_batch_tokens,
+            tiled=p.kind == InputKind.regions,
+        ),
+        embed,
         WriteStage(
             cfg.output.path,
             p.fingerprint,
@@ -223,7 +301,9 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
             cfg.output.compression,
             storage,
             cfg.output.rows_per_shard,
-            tuple(c.column for c in p.columns),
+            embed.adds,
+            embed.row_columns,
+            ROW_ORDER[str(p.kind)],
         ),
     ]
 
@@ -316,11 +396,37 @@ def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
             "tensor_parallel_size": p.engine.tensor_parallel_size,
         },
         commits=committed.shards + commits,
-        embeddings=[asdict(c) for c in p.columns],
+        embeddings=manifest_embeddings(p),
         strands=_strands(cfg),
+        kind=str(p.kind),
+        scores=manifest_scores(p),
         stats=totals,
         elapsed_s=time.perf_counter() - t0,
     )
+
+
+def manifest_embeddings(p: Plan) -> list[dict]:
+    """The embedding (vector) columns written: {column, layer, pooling[, allele]}."""
+    if p.kind != InputKind.variants:
+        return [asdict(c) for c in p.columns]
+    if not p.cfg.variants.keep_embeddings:
+        return []
+    return [
+        {**asdict(c), "column": f"{c.column}_{allele}", "allele": allele}
+        for c in p.columns
+        for allele in ("ref", "alt")
+    ]
+
+
+def manifest_scores(p: Plan) -> list[dict]:
+    """Variants: the score columns, {column, embedding, metric}; other runs have none."""
+    if p.kind != InputKind.variants:
+        return []
+    return [
+        {"column": f"{c.column}_{m}", "embedding": c.column, "metric": m}
+        for c in p.columns
+        for m in METRICS
+    ]
 
 
 def _strands(cfg: Config) -> str:
@@ -337,10 +443,20 @@ def header(p: Plan) -> str:
     what = ", ".join(c.column for c in p.columns)
     if cfg.window.merge_strands:
         what += ", strands merged"
+    if p.kind == InputKind.regions:
+        first += f" on {cfg.input.reference}"
+        shape = f"each interval +- {cfg.window.flank} flank"
+    elif p.kind == InputKind.variants:
+        first += f" on {cfg.input.reference}"
+        shape = f"ref and alt windows of {cfg.window.size}"
+        what += " -> " + ", ".join(
+            f"{c}_{m}" for c in (c.column for c in p.columns) for m in METRICS
+        )
+    else:
+        shape = f"window {cfg.window.size} every {cfg.window.step}"
     lines = [
         f"dnaembed: {first} -> {cfg.output.path}",
-        f"dnaembed: model {m.name} ({m.dtype}), window {cfg.window.size} every "
-        f"{cfg.window.step}: {what}",
+        f"dnaembed: model {m.name} ({m.dtype}), {shape}: {what}",
     ]
     if cfg.log.file:
         lines.append(f"dnaembed: log {cfg.log.file}")

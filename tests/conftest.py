@@ -124,3 +124,15 @@ def fresh_dir(tmp_path):
         return p
 
     return make
+
+
+@pytest.fixture(scope="session")
+def reference(genome_fasta, tmp_path_factory):
+    """(indexed FASTA path, {contig: sequence as written}) of three contigs of real DNA."""
+    from pipeline.read.reference import Reference
+    from tests.reference_fixtures import cut_contigs, write_fasta
+
+    contigs = cut_contigs(genome_fasta)
+    path = write_fasta(tmp_path_factory.mktemp("reference") / "ref.fa", contigs)
+    Reference.prepare(str(path))
+    return path, contigs

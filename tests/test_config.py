@@ -30,7 +30,18 @@ SHIPPED = {"model": {"tiny", "genos_1_2b", "genos_10b"}, "ray": {"local", "clust
 
 
 def test_the_groups_mirror_the_config():
-    assert GROUPS == ("input", "window", "model", "embed", "output", "storage", "ray", "log")
+    assert GROUPS == (
+        "input",
+        "window",
+        "model",
+        "embed",
+        "output",
+        "regions",
+        "variants",
+        "storage",
+        "ray",
+        "log",
+    )
     for group, options in SHIPPED.items():
         assert set(group_options(group)) == options
 
@@ -56,6 +67,8 @@ PRESETS = {
     "model": ("mine", "name: mine\ndtype: float32\nmax_model_len: 4096\n", ("name", "mine")),
     "embed": ("big", "num_actors: [1, 8]\nmax_batch_tokens: 4096\n", ("num_actors", [1, 8])),
     "output": ("fast", "compression: lz4\nrows_per_shard: 50\n", ("rows_per_shard", 50)),
+    "regions": ("tss", "stranded: true\n", ("stranded", True)),
+    "variants": ("keep", "keep_embeddings: true\n", ("keep_embeddings", True)),
     "storage": ("minio", "s3:\n  endpoint_url: http://minio:9000\n", ("s3", None)),
     "ray": ("mine", "address: auto\ncpus_per_task: 2\n", ("cpus_per_task", 2.0)),
     "log": ("loud", "verbose: true\nprogress: lines\n", ("verbose", True)),
@@ -233,8 +246,8 @@ def test_wrong_types_and_unknown_keys_are_refused():
 def test_required_values():
     with pytest.raises(ConfigError, match="missing required value model.name: pass model="):
         to_config(compose(["input=x.fa", "output=o"]))
-    with pytest.raises(ConfigError, match="missing required value input.path: pass input=PATH"):
-        to_config(compose(["output=o", "model=tiny"]))
+    with pytest.raises(ConfigError, match="missing input: pass input=PATH"):
+        validate(to_config(compose(["output=o", "model=tiny"])))
     with pytest.raises(ConfigError, match="output.path: pass output=DIR"):
         to_config(compose(["input=x.fa", "model=tiny"]))
 
@@ -250,7 +263,8 @@ def test_every_key_is_documented_once_with_its_default():
     assert undocumented == []
     shown = {k: d for k, d, _ in keys}
     assert shown["window.size"] == "8192" and shown["window.stride"] == "null"
-    assert shown["input.path"].startswith("???") and shown["embed.poolings"] == "[mean]"
+    assert shown["output.path"].startswith("???") and shown["embed.poolings"] == "[mean]"
+    assert shown["input.path"] == "null" and shown["window.flank"] == "0"
     assert shown["embed.layers"] == "[-1]"
 
 

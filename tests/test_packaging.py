@@ -88,7 +88,8 @@ def test_help_and_config_from_anywhere(installed, tmp_path):
     proc = dnaembed(installed, tmp_path, "--help")
     assert proc.returncode == 0, proc.stderr
     assert "model: genos_10b, genos_1_2b, tiny" in proc.stdout
-    assert "input.path=??? (required)" in proc.stdout and "Traceback" not in proc.stderr
+    assert "output.path=??? (required)" in proc.stdout and "input.regions=null" in proc.stdout
+    assert "Traceback" not in proc.stderr
     proc = dnaembed(installed, tmp_path, "--cfg", "job", "model=tiny", "input=x.fa", "output=o")
     assert proc.returncode == 0, proc.stderr
     assert "path: x.fa" in proc.stdout and "name: tiny" in proc.stdout

@@ -14,6 +14,7 @@ final norm. It is loaded in every engine process through the `vllm.general_plugi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Set
 
 import torch
@@ -25,7 +26,7 @@ from vllm.model_executor.models.utils import maybe_prefix
 from vllm.sequence import IntermediateTensors
 from vllm.v1.pool.metadata import PoolingMetadata
 
-from pipeline.embed.outputs import CONFIG_KEY, DeviceHead
+from pipeline.embed.outputs import CONFIG_KEY, SPAN_KEY, DeviceHead
 
 # Mean pooling accumulates float32 sums this many bytes of hidden states at a time, so a
 # 1M-token window never needs a float32 copy of all its tokens at once.
@@ -100,31 +101,59 @@ class LayerPooler(Pooler):
         )
         if n_seqs == 0:
             return out.view(0, -1)
+        lens_list = lens_cpu.tolist()
+        spans = request_spans(pooling_metadata.pooling_params, lens_list)
+        starts = [0, *itertools.accumulate(lens_list)][:-1]
         if n_seqs <= LOOP_SEQS:
             # Few windows per step (the usual case: a step holds max_model_len tokens): one
             # dense reduction per window beats scattering every token.
-            ends = lens_cpu.cumsum(0).tolist()
-            for i, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
-                seg = x[lo:hi]
+            for i, (lo, (a, b)) in enumerate(zip(starts, spans, strict=True)):
+                seg = x[lo + a : lo + b]
                 for j, how in enumerate(self.head.poolings):
                     out[i, :, j] = _pool_one(seg, how)
             return out.view(n_seqs, -1)
-        lens = lens_cpu.to(device=hidden_states.device, dtype=torch.int64, non_blocking=True)
+        dev = hidden_states.device
         segment = torch.repeat_interleave(
-            torch.arange(n_seqs, device=hidden_states.device),
-            lens,
+            torch.arange(n_seqs, device=dev),
+            lens_cpu.to(device=dev, dtype=torch.int64, non_blocking=True),
             output_size=int(lens_cpu.sum()),
         )
+        span_lens = torch.tensor([b - a for a, b in spans], dtype=torch.int64)
+        lasts = torch.tensor([lo + b - 1 for lo, (_, b) in zip(starts, spans, strict=True)])
+        if any(b - a != n for (a, b), n in zip(spans, lens_list, strict=True)):
+            # Pool over each window's span only: drop the other (flank) tokens first.
+            first = torch.tensor(starts, dtype=torch.int64, device=dev)
+            a_ = torch.tensor([a for a, _ in spans], dtype=torch.int64, device=dev)
+            b_ = torch.tensor([b for _, b in spans], dtype=torch.int64, device=dev)
+            pos = torch.arange(segment.numel(), device=dev) - first[segment]
+            keep = (pos >= a_[segment]) & (pos < b_[segment])
+            x, segment = x[keep], segment[keep]
+        span_lens = span_lens.to(device=dev, non_blocking=True)
         for j, how in enumerate(self.head.poolings):
             if how == "last":
-                out[:, :, j] = x[cursor.last_token_indices_gpu].float()
+                out[:, :, j] = hidden_states.view(-1, n_layers, d)[lasts.to(dev)].float()
             elif how == "mean":
-                out[:, :, j] = _segment_reduce(x, segment, n_seqs, "sum") / lens.view(-1, 1, 1)
+                out[:, :, j] = _segment_reduce(x, segment, n_seqs, "sum") / span_lens.view(-1, 1, 1)
             elif how == "max":
                 out[:, :, j] = _segment_reduce(x, segment, n_seqs, "amax")
             else:  # the config refuses others before any engine starts
                 raise ValueError(f"unknown pooling {how!r}")
         return out.view(n_seqs, -1)
+
+
+def request_spans(params: list, lens: list[int]) -> list[tuple[int, int]]:
+    """Each request's [a, b) token range to pool: its SPAN_KEY, or the whole window."""
+    spans = []
+    for p, n in zip(params, lens, strict=True):
+        span = (p.extra_kwargs or {}).get(SPAN_KEY) if p is not None else None
+        if span is None:
+            spans.append((0, n))
+            continue
+        a, b = int(span[0]), int(span[1])
+        if not 0 <= a < b <= n:
+            raise ValueError(f"span {span} does not fit a window of {n} tokens")
+        spans.append((a, b))
+    return spans
 
 
 def _pool_one(seg: torch.Tensor, how: str) -> torch.Tensor:

@@ -21,6 +21,9 @@ DEFAULT_COLUMN = "embedding"
 ARCHITECTURE = "DnaembedMixtralForEmbedding"
 SUPPORTED_ARCHITECTURES = ("MixtralForCausalLM",)
 CONFIG_KEY = "dnaembed_head"
+# A request's PoolingParams.extra_kwargs key: [a, b), the token range to pool over (regions:
+# the interval inside its flanks). Absent: the whole window.
+SPAN_KEY = "dnaembed_span"
 
 
 @dataclass(frozen=True)

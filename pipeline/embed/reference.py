@@ -67,19 +67,25 @@ class HFReferenceEmbedder:
         return np.concatenate(out)
 
     def pooled(
-        self, token_ids: Sequence[Sequence[int]], layers: Sequence[int], poolings: Sequence[str]
+        self,
+        token_ids: Sequence[Sequence[int]],
+        layers: Sequence[int],
+        poolings: Sequence[str],
+        spans: Sequence[tuple[int, int]] | None = None,
     ) -> np.ndarray:
         """[windows, layers, poolings, hidden] from HF's hidden_states[k] (k = 0 token
-        embeddings .. L after the final norm), one window at a time, reduced in float32."""
+        embeddings .. L after the final norm), one window at a time, reduced in float32 over
+        each window's tokens, or over its [a, b) of `spans`."""
         torch = self.torch
         out = []
         with torch.inference_mode():
-            for ids in token_ids:
+            for i, ids in enumerate(token_ids):
                 x = torch.as_tensor([list(ids)], device=self.device)
                 states = self.model(input_ids=x, output_hidden_states=True).hidden_states
+                a, b = spans[i] if spans is not None else (0, len(ids))
                 per_layer = []
                 for k in layers:
-                    h = states[k][0].float()
+                    h = states[k][0, a:b].float()
                     per_layer.append(torch.stack([_POOL[p](h) for p in poolings]))
                 out.append(torch.stack(per_layer).cpu().numpy())
         return np.stack(out)

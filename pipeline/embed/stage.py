@@ -1,29 +1,74 @@
-"""EmbedStage: token-budget packs -> float32 embeddings per window (one vLLM engine per actor).
+"""EmbedStage: token-budget packs -> float32 embeddings per row (one vLLM engine per actor).
 
-One column per (layer, pooling) of the run; with merged strands, each is the mean of the
-window's forward and reverse-complement embeddings, both computed by the engine.
+One column per (layer, pooling) of the run. A row may ask the engine for several windows:
+its reverse complement (merged strands: the mean of both), the alternate allele's window
+(variants: scored against the reference window), or tiles of a region longer than the model
+takes (their span poolings merged exactly). Identical windows in a pack are embedded once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute
 
-from pipeline.config import EmbedConfig, actor_range
+from pipeline.config import EmbedConfig, InputKind, actor_range
 from pipeline.embed.engine import EngineSpec, build_llm, engine_env
-from pipeline.embed.outputs import DEFAULT_COLUMN, DeviceHead, EmbeddingColumn
+from pipeline.embed.outputs import DEFAULT_COLUMN, SPAN_KEY, DeviceHead, EmbeddingColumn
 from pipeline.stages import RaySpec, Stage, StageActor, StatsSink, report_key
 from pipeline.tokenize.pack import PACK_COLUMN, unpack
-from pipeline.tokenize.stage import RC_IDS
+from pipeline.tokenize.stage import ALT_IDS, ALT_RC_IDS, RC_IDS
+from pipeline.window.regions import REGION_COLUMNS
+from pipeline.window.variants import VARIANT_COLUMNS
+from pipeline.window.windows import mirror
 from pipeline.write.layout import OUTPUT_COLUMNS, embedding_array
+
+# Token id columns, and which embedding of the row each one feeds (strands are averaged).
+ROLES = {"token_ids": "ref", RC_IDS: "ref", ALT_IDS: "alt", ALT_RC_IDS: "alt"}
+# Variant scores per embedding column E: E_cosine, E_l2.
+METRICS = ("cosine", "l2")
 
 
 class EmbeddingMismatch(RuntimeError):
     """The engine answered for other tokens than it was given: never write such a row."""
+
+
+def variant_columns(columns: list[EmbeddingColumn], keep_embeddings: bool) -> list[str]:
+    """The written columns of a variant run, per embedding column E."""
+    out = []
+    for c in columns:
+        out += [f"{c.column}_{m}" for m in METRICS]
+        if keep_embeddings:
+            out += [f"{c.column}_ref", f"{c.column}_alt"]
+    return out
+
+
+@dataclass
+class _Requests:
+    """The distinct engine requests of one pack, and which rows use each."""
+
+    prompts: list = field(default_factory=list)
+    spans: list = field(default_factory=list)
+    tokens: int = 0
+    uses: int = 0
+    _index: dict = field(default_factory=dict)
+
+    def add(self, ids: np.ndarray, span: tuple[int, int] | None) -> int:
+        self.uses += 1
+        if span == (0, len(ids)):
+            span = None
+        key = (hashlib.blake2b(ids.tobytes(), digest_size=16).digest(), span)
+        if key not in self._index:
+            self._index[key] = len(self.prompts)
+            self.prompts.append(ids)
+            self.spans.append(span)
+            self.tokens += len(ids)
+        return self._index[key]
 
 
 class EmbedStage(Stage):
@@ -35,14 +80,34 @@ class EmbedStage(Stage):
         cfg: EmbedConfig | None = None,
         stats: StatsSink | None = None,
         columns: list[EmbeddingColumn] | None = None,
+        kind: InputKind = InputKind.tiles,
+        max_model_len: int | None = None,
+        flank: int = 0,
+        keep_embeddings: bool = False,
     ):
         self.spec = spec
         self.cfg = cfg or EmbedConfig()
         self.stats = stats or StatsSink()
         # The default: vLLM's pooler, one column.
         self.columns = columns or [EmbeddingColumn(DEFAULT_COLUMN, -1, "mean")]
-        self.adds = tuple(c.column for c in self.columns)
+        self.kind = InputKind(kind)
+        self.max_model_len = max_model_len
+        self.flank = flank
+        self.keep_embeddings = keep_embeddings
+        if self.kind == InputKind.variants:
+            self.adds = tuple(variant_columns(self.columns, keep_embeddings))
+        else:
+            self.adds = tuple(c.column for c in self.columns)
         self.llm: Any = None
+
+    @property
+    def row_columns(self) -> tuple[str, ...]:
+        """The columns of a written row besides `adds`."""
+        return {
+            InputKind.tiles: OUTPUT_COLUMNS,
+            InputKind.regions: REGION_COLUMNS,
+            InputKind.variants: VARIANT_COLUMNS,
+        }[self.kind]
 
     def ray_spec(self) -> RaySpec:
         # One pack per call and per block, so packs spread evenly over the engines.
@@ -67,14 +132,85 @@ class EmbedStage(Stage):
         )
 
     def embed_windows(self, windows: pa.Table) -> pa.Table:
-        """Windows with `token_ids` (and `token_ids_rc` for merged strands) -> the output
-        columns plus one column per embedding."""
+        """Rows with `token_ids` (and any other token id column, see ROLES) -> the written
+        columns: the row's own, then one per embedding (or, for variants, its scores)."""
         self.ensure_setup()
-        prompts = _prompts(windows.column("token_ids"))
-        merged = RC_IDS in windows.column_names
-        if merged:
-            prompts += _prompts(windows.column(RC_IDS))
-        outputs = self.llm.encode(prompts, pooling_task="embed", use_tqdm=False)
+        self.last_requests = requests = _Requests()
+        uses = {}
+        for column in (c for c in ROLES if c in windows.column_names):
+            uses[column] = self._requests(windows, column, requests)
+        vectors = self._encode(requests, windows)
+        merged: dict[str, list[np.ndarray]] = {}
+        for column, parts in uses.items():
+            merged.setdefault(ROLES[column], []).append(self._merge_parts(vectors, parts))
+        # Each embedding: the mean over the strands the row carries.
+        emb = {role: sum(v) / np.float32(len(v)) for role, v in merged.items()}
+        out = windows.select(list(self.row_columns))
+        if self.kind != InputKind.variants:
+            for name, part in zip(self.adds, self._split(emb["ref"]), strict=True):
+                out = out.append_column(name, embedding_array(part))
+            return out
+        refs, alts = self._split(emb["ref"]), self._split(emb["alt"])
+        for c, ref, alt in zip(self.columns, refs, alts, strict=True):
+            cosine, l2 = _scores(ref, alt)
+            out = out.append_column(f"{c.column}_cosine", pa.array(cosine, pa.float64()))
+            out = out.append_column(f"{c.column}_l2", pa.array(l2, pa.float64()))
+            if self.keep_embeddings:
+                out = out.append_column(f"{c.column}_ref", embedding_array(ref))
+                out = out.append_column(f"{c.column}_alt", embedding_array(alt))
+        return out
+
+    def _requests(self, windows: pa.Table, column: str, requests: _Requests) -> list[list]:
+        """Per row, the (request, weight) parts of its `column` window: one part, or the tiles
+        of a region longer than the model takes."""
+        ids = windows.column(column).combine_chunks()
+        offsets = ids.offsets.to_numpy()
+        values = ids.values.to_numpy()
+        spans = None
+        if "span_start" in windows.column_names:
+            spans = zip(
+                windows.column("span_start").to_pylist(),
+                windows.column("span_end").to_pylist(),
+                strict=True,
+            )
+        rows = []
+        for i in range(windows.num_rows):
+            tokens = values[offsets[i] : offsets[i + 1]]
+            n = len(tokens)
+            span = (0, n) if spans is None else next(spans)
+            if column in (RC_IDS, ALT_RC_IDS):
+                span = mirror(span, n)
+            rows.append(self._tiles(tokens, span, requests))
+        return rows
+
+    def _tiles(self, tokens: np.ndarray, span: tuple[int, int], requests: _Requests) -> list:
+        n = len(tokens)
+        limit = self.max_model_len
+        if limit is None or n <= limit:
+            return [(requests.add(tokens, span), span[1] - span[0])]
+        # Tiles of the span, each with up to `flank` tokens of context either side; their
+        # poolings merge exactly (mean by token counts, max of maxes, the last tile's last).
+        core = limit - 2 * self.flank
+        a, b = span
+        parts = []
+        for lo in range(a, b, core):
+            hi = min(b, lo + core)
+            w0, w1 = max(0, lo - self.flank), min(n, hi + self.flank)
+            parts.append((requests.add(tokens[w0:w1], (lo - w0, hi - w0)), hi - lo))
+        return parts
+
+    def _encode(self, requests: _Requests, windows: pa.Table) -> np.ndarray:
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=ids.tolist()) for ids in requests.prompts]
+        params = None
+        if any(s is not None for s in requests.spans):
+            params = [
+                PoolingParams(extra_kwargs=None if s is None else {SPAN_KEY: list(s)})
+                for s in requests.spans
+            ]
+        outputs = self.llm.encode(prompts, params, pooling_task="embed", use_tqdm=False)
         if len(outputs) != len(prompts):
             raise EmbeddingMismatch(f"{len(prompts)} prompts but {len(outputs)} embeddings")
         vectors = []
@@ -84,23 +220,41 @@ class EmbedStage(Stage):
             # Rows carry their own ids; this check proves the engine kept them aligned.
             if len(got) != len(sent) or got[:8] != sent[:8] or got[-8:] != sent[-8:]:
                 raise EmbeddingMismatch(
-                    f"engine output {i} does not match its prompt "
-                    f"(chunk {windows.column('chunk_id')[i % windows.num_rows].as_py()})"
+                    f"engine output {i} does not match its prompt (pack of chunk "
+                    f"{windows.column('chunk_id')[0].as_py()})"
                 )
             vectors.append(out.outputs.data.float().numpy())
         emb = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
         if emb.ndim != 2 or not np.isfinite(emb).all():
             raise EmbeddingMismatch(f"engine returned non-finite or ragged embeddings {emb.shape}")
-        if merged:
-            n = windows.num_rows
-            emb = (emb[:n] + emb[n:]) / np.float32(2)
-        out = windows.select(list(OUTPUT_COLUMNS))
-        for name, part in zip(self.adds, self._split(emb), strict=True):
-            out = out.append_column(name, embedding_array(part))
+        return emb
+
+    def _merge_parts(self, vectors: np.ndarray, rows: list[list]) -> np.ndarray:
+        """[rows, K]: each row's vector, its tiles' poolings merged where it has several."""
+        out = vectors[[parts[0][0] for parts in rows]] if rows else vectors[:0]
+        for i, parts in enumerate(rows):
+            if len(parts) > 1:
+                out[i] = self._merge(vectors[[r for r, _ in parts]], [w for _, w in parts])
         return out
 
+    def _merge(self, tiles: np.ndarray, weights: list[int]) -> np.ndarray:
+        """One vector from a region's tiles, pooling by pooling."""
+        head = DeviceHead.from_dict(self.spec.head)
+        n_l, n_p = len(head.layers), len(head.poolings)
+        t = tiles.reshape(len(tiles), n_l, n_p, -1).astype(np.float64)
+        out = np.empty(t.shape[1:], dtype=np.float64)
+        w = np.asarray(weights, dtype=np.float64)
+        for j, how in enumerate(head.poolings):
+            if how == "mean":
+                out[:, j] = np.tensordot(w, t[:, :, j], axes=1) / w.sum()
+            elif how == "max":
+                out[:, j] = t[:, :, j].max(axis=0)
+            else:  # last: the last tile holds the span's last token
+                out[:, j] = t[-1, :, j]
+        return out.reshape(-1).astype(np.float32)
+
     def _split(self, emb: np.ndarray) -> list[np.ndarray]:
-        """The engine's vector per window -> one [windows, hidden] array per column."""
+        """The engine's vector per row -> one [rows, hidden] array per column."""
         if self.spec.head is None:
             return [emb]
         head = DeviceHead.from_dict(self.spec.head)
@@ -120,37 +274,34 @@ class EmbedStage(Stage):
         if out.num_rows:
             # Engine requests that completed, and when: keyed by pack, so a retried pack
             # counts once.
-            tokens = int(pa.compute.sum(out.column("n_tokens")).as_py())
-            if RC_IDS in windows.column_names:
-                tokens *= 2  # both strands went through the engine
+            req = self.last_requests
             self.stats.put(
                 report_key("embed", out.column("chunk_id")[0].as_py()),
                 {
                     "windows_embedded": out.num_rows,
-                    "engine_tokens": tokens,
+                    "engine_tokens": req.tokens,
+                    "engine_requests": len(req.prompts),
+                    # Windows that a row asked for but an identical one in the pack answered.
+                    "engine_requests_shared": req.uses - len(req.prompts),
                     "engine_busy_s": t1 - t0,
                     "engine_t0": [t0],
                     "engine_t1": [t1],
                     "engine_packs": [
-                        {"t0": t0, "s": t1 - t0, "windows": out.num_rows, "tokens": tokens}
+                        {"t0": t0, "s": t1 - t0, "windows": out.num_rows, "tokens": req.tokens}
                     ],
                 },
             )
         return out
 
 
+def _scores(ref: np.ndarray, alt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1 - cosine similarity and L2 distance of each row's two embeddings, in float64."""
+    a, b = ref.astype(np.float64), alt.astype(np.float64)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = 1.0 - np.einsum("ij,ij->i", a, b) / (na * nb)
+    return cosine, np.linalg.norm(a - b, axis=1)
+
+
 class EmbedActor(StageActor):
     """The Ray Data actor of EmbedStage: one engine each (Ray shows this name)."""
-
-
-def _prompts(ids: pa.ChunkedArray) -> list[Any]:
-    """Token id lists as vLLM prompts (vLLM wants plain Python ints)."""
-    from vllm.inputs import TokensPrompt
-
-    ids = ids.combine_chunks()
-    offsets = ids.offsets.to_numpy()
-    values = ids.values.to_numpy()
-    return [
-        TokensPrompt(prompt_token_ids=values[offsets[i] : offsets[i + 1]].tolist())
-        for i in range(len(ids))
-    ]

@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline.errors import DnaEmbedError
 from pipeline.load.loader import embedding_columns, load_embeddings, read_manifest, to_numpy
-from pipeline.write.layout import SORT_KEYS
+from pipeline.write.layout import row_order
 
 
 def summarize(uri: str, storage_options: dict | None = None) -> str:
@@ -23,7 +23,8 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
         f"tokens {c['tokens']}, bases {c['bases']}",
     ]
     for s in manifest["skipped_records"]:
-        lines.append(f"  skipped {s['seq_id']} ({s['source']}): {s['reason']}")
+        where = s["seq_id"] + (f":{s['pos']}" if "pos" in s else "")
+        lines.append(f"  skipped {where} ({s['source']}): {s['reason']}")
     if table.num_rows:
         for name in names:
             norms = np.linalg.norm(to_numpy(table, embedding=name)[1], axis=1)
@@ -31,14 +32,29 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
                 f"  {name} norms: min {norms.min():.3f} mean {norms.mean():.3f} "
                 f"max {norms.max():.3f}"
             )
-        meta = table.drop_columns(names).sort_by(SORT_KEYS)
-        head = meta.slice(0, 5).to_pylist()
-        lines.append("  first rows (0-based half-open coordinates):")
-        for row in head:
+        for score in manifest.get("scores", []):
+            values = table.column(score["column"]).to_numpy()
             lines.append(
-                f"    {row['seq_id']}:{row['start']}-{row['end']}({row['strand']}) "
-                f"{row['n_tokens']} tokens  chunk {row['chunk_id']}"
+                f"  {score['column']}: min {values.min():.4g} mean {values.mean():.4g} "
+                f"max {values.max():.4g}"
             )
+        meta = table.drop_columns(names).sort_by(row_order(manifest))
+        head = meta.slice(0, 5).to_pylist()
+        kind = manifest.get("input", "tiles")
+        lines.append(
+            "  first rows (pos 1-based as in the VCF; start-end 0-based half-open):"
+            if kind == "variants"
+            else "  first rows (0-based half-open coordinates):"
+        )
+        for row in head:
+            if kind == "variants":
+                where = f"{row['seq_id']}:{row['pos']} {row['ref']}>{row['alt']} window "
+                where += f"{row['start']}-{row['end']}({row['strand']})"
+            else:
+                where = f"{row['seq_id']}:{row['start']}-{row['end']}({row['strand']})"
+                if kind == "regions":
+                    where += f" window {row['window_start']}-{row['window_end']}"
+            lines.append(f"    {where} {row['n_tokens']} tokens  chunk {row['chunk_id']}")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from pipeline.embed.outputs import DEFAULT_COLUMN
 from pipeline.errors import OutputError
-from pipeline.write.layout import MANIFEST, OUTPUT_COLUMNS, RUN, SORT_KEYS, OutputDir
+from pipeline.write.layout import MANIFEST, OUTPUT_COLUMNS, RUN, OutputDir, row_order
 
 
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> dict:
@@ -108,11 +108,12 @@ def load_embeddings(
                     f"{shard['path']} has {rows} rows, the manifest says {shard['rows']}"
                 )
     read = list(columns) if columns else None
+    order = row_order(manifest)
     if sort and read is not None:
-        read = [*read, *(k for k, _ in SORT_KEYS if k not in read)]
+        read = [*read, *(k for k, _ in order if k not in read)]
     table = dataset.to_table(columns=read, filter=expr)
     if sort:
-        table = table.sort_by(SORT_KEYS)
+        table = table.sort_by(order)
         if columns:
             table = table.select(list(columns))
     return table

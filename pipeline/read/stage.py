@@ -113,3 +113,172 @@ class ReadStage(Stage):
                 ],
             },
         )
+
+
+INTERVAL_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("seq_id", pa.string()),
+        ("record_index", pa.int64()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("name", pa.string()),
+        ("score", pa.float64()),
+        ("bed_strand", pa.string()),
+    ]
+)
+
+ALLELE_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("seq_id", pa.string()),
+        ("record_index", pa.int64()),
+        ("alt_index", pa.int64()),
+        ("pos", pa.int64()),
+        ("id", pa.string()),
+        ("ref", pa.string()),
+        ("alt", pa.string()),
+    ]
+)
+
+
+class _ReadReport:
+    """Rows of one input file gathered into batches, and its report once it is read."""
+
+    def __init__(self, uri: str, schema: pa.Schema, stats: StatsSink) -> None:
+        self.uri, self.schema, self.stats = uri, schema, stats
+        self.rows: dict[str, list] = {k: [] for k in schema.names}
+        self.records = 0
+        self.skipped: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self.rows["seq_id"])
+
+    def add(self, **row) -> None:
+        for k in self.schema.names:
+            self.rows[k].append(row[k])
+
+    def emit(self) -> pa.Table:
+        table = pa.Table.from_pydict(self.rows, schema=self.schema)
+        self.rows = {k: [] for k in self.schema.names}
+        return table
+
+    def report(self) -> None:
+        self.stats.put(
+            report_key("read", self.uri),
+            {
+                "records": self.records,
+                "records_skipped": len(self.skipped),
+                "records_to_window": self.records - len(self.skipped),
+                "inputs_read": 1,
+                "skipped": self.skipped,
+                "inputs": [{"uri": self.uri, "records": self.records, "complete": True}],
+            },
+        )
+
+
+class RegionReadStage(Stage):
+    """A BED file -> interval rows (one task per file; sequences are read by the window stage
+    from the reference)."""
+
+    needs = ("source",)
+    adds = tuple(INTERVAL_SCHEMA.names[1:])
+
+    def __init__(
+        self,
+        storage_options: dict[str, Any] | None = None,
+        stats: StatsSink | None = None,
+        max_batch_records: int = 4096,
+    ):
+        self.storage_options = storage_options
+        self.stats = stats or StatsSink()
+        self.max_batch_records = max_batch_records
+
+    def ray_spec(self) -> RaySpec:
+        return RaySpec(batch_size=1)
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        from pipeline.read.bed import iter_intervals
+
+        self.check_columns(batch)
+        for uri in batch.column("source").to_pylist():
+            out = _ReadReport(uri, INTERVAL_SCHEMA, self.stats)
+            for iv in iter_intervals(uri, self.storage_options):
+                out.records += 1
+                out.add(
+                    source=uri,
+                    seq_id=iv.seq_id,
+                    record_index=iv.index,
+                    start=iv.start,
+                    end=iv.end,
+                    name=iv.name,
+                    score=iv.score,
+                    bed_strand=iv.strand,
+                )
+                if len(out) >= self.max_batch_records:
+                    yield out.emit()
+            if len(out):
+                yield out.emit()
+            out.report()
+
+
+class VariantReadStage(Stage):
+    """A VCF file -> one row per ALT allele (one task per file); alleles that cannot be
+    embedded (symbolic, breakends, no ALT) are listed as skipped with the reason."""
+
+    needs = ("source",)
+    adds = tuple(ALLELE_SCHEMA.names[1:])
+
+    def __init__(
+        self,
+        storage_options: dict[str, Any] | None = None,
+        stats: StatsSink | None = None,
+        max_batch_records: int = 4096,
+    ):
+        self.storage_options = storage_options
+        self.stats = stats or StatsSink()
+        self.max_batch_records = max_batch_records
+
+    def ray_spec(self) -> RaySpec:
+        return RaySpec(batch_size=1)
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        from pipeline.read.vcf import SkippedVariant, iter_variants
+
+        self.check_columns(batch)
+        for uri in batch.column("source").to_pylist():
+            out = _ReadReport(uri, ALLELE_SCHEMA, self.stats)
+            last = None
+            for v in iter_variants(uri, self.storage_options):
+                out.records += 1
+                if isinstance(v, SkippedVariant):
+                    out.skipped.append(
+                        {
+                            "source": uri,
+                            "seq_id": v.seq_id,
+                            "pos": v.pos,
+                            "id": v.id,
+                            "ref": v.ref,
+                            "alt": v.alt,
+                            "reason": v.reason,
+                        }
+                    )
+                    continue
+                # Batches break between positions only: alleles at one position share their
+                # reference window, which is then embedded once.
+                if len(out) >= self.max_batch_records and (v.seq_id, v.pos) != last:
+                    yield out.emit()
+                last = (v.seq_id, v.pos)
+                out.add(
+                    source=uri,
+                    seq_id=v.seq_id,
+                    record_index=v.record,
+                    alt_index=v.alt_index,
+                    pos=v.pos,
+                    id=v.id,
+                    ref=v.ref,
+                    alt=v.alt,
+                )
+            if len(out):
+                yield out.emit()
+            out.report()

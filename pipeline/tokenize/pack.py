@@ -15,16 +15,19 @@ import pyarrow as pa
 PACK_COLUMN = "windows"
 
 
-def pack_bounds(n_tokens: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
+def pack_bounds(
+    n_tokens: np.ndarray, max_tokens: int, starts: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """Greedy, order-preserving [lo, hi) row ranges of at most `max_tokens` tokens each.
 
     A window larger than the budget gets a pack of its own: windows are never split.
+    `starts`: where a pack may begin (a group of rows is never split; default: any row).
     """
     bounds = []
     lo = 0
     total = 0
     for i, n in enumerate(n_tokens.tolist()):
-        if i > lo and total + n > max_tokens:
+        if i > lo and total + n > max_tokens and (starts is None or starts[i]):
             bounds.append((lo, i))
             lo, total = i, 0
         total += n
@@ -33,11 +36,16 @@ def pack_bounds(n_tokens: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def pack(table: pa.Table, max_tokens: int, cost: np.ndarray | None = None) -> pa.Table:
+def pack(
+    table: pa.Table,
+    max_tokens: int,
+    cost: np.ndarray | None = None,
+    starts: np.ndarray | None = None,
+) -> pa.Table:
     """Rows of windows -> one row per pack. `cost`: the engine tokens of each window (default:
-    its `n_tokens`)."""
+    its `n_tokens`); `starts`: see pack_bounds."""
     n_tokens = table.column("n_tokens").to_numpy() if cost is None else cost
-    bounds = pack_bounds(n_tokens, max_tokens)
+    bounds = pack_bounds(n_tokens, max_tokens, starts)
     struct = pa.StructArray.from_arrays(
         [table.column(name).combine_chunks() for name in table.column_names],
         names=table.column_names,

@@ -11,17 +11,30 @@ from pipeline.stages import Stage
 from pipeline.tokenize.pack import pack
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, UnknownToken
 from pipeline.window.stage import RC_COLUMN
+from pipeline.window.variants import ALT_COLUMN, ALT_RC_COLUMN
 
 RC_IDS = "token_ids_rc"
+ALT_IDS = "token_ids_alt"
+ALT_RC_IDS = "token_ids_alt_rc"
+# Sequence columns a row may carry beside `sequence`, and their token id columns.
+EXTRA_SEQUENCES = {RC_COLUMN: RC_IDS, ALT_COLUMN: ALT_IDS, ALT_RC_COLUMN: ALT_RC_IDS}
 
 
 class TokenizeStage(Stage):
     needs = ("chunk_id", "source", "seq_id", "start", "end", "strand", "sequence")
     adds = ("n_tokens", "token_ids")
 
-    def __init__(self, spec: TokenizerSpec, max_model_len: int, max_batch_tokens: int):
+    def __init__(
+        self,
+        spec: TokenizerSpec,
+        max_model_len: int,
+        max_batch_tokens: int,
+        tiled: bool = False,
+    ):
         self.spec = spec
         self.max_model_len = max_model_len
+        # Regions: a window longer than the model takes is tiled by the embed stage.
+        self.tiled = tiled
         self.max_batch_tokens = max_batch_tokens
         self.tokenizer: DnaTokenizer | None = None
 
@@ -29,18 +42,19 @@ class TokenizeStage(Stage):
         self.tokenizer = DnaTokenizer(self.spec)
 
     def tokenize(self, batch: pa.Table) -> pa.Table:
-        """Windows with `n_tokens` and `token_ids` instead of `sequence` (and, for merged
-        strands, `token_ids_rc` instead of `sequence_rc`)."""
+        """Windows with `n_tokens` and `token_ids` instead of `sequence` (and token ids for
+        each other sequence column: the reverse complement, the alternate allele's window)."""
         self.ensure_setup()
         self.check_columns(batch)
         ids = self._encode(batch, "sequence")
         n_tokens = pc.list_value_length(ids).cast(pa.int32())
         out = batch.drop_columns(["sequence"])
         out = out.append_column("n_tokens", n_tokens).append_column("token_ids", ids)
-        if RC_COLUMN in batch.column_names:
-            out = out.drop_columns([RC_COLUMN]).append_column(
-                RC_IDS, self._encode(batch, RC_COLUMN)
-            )
+        for column, ids_column in EXTRA_SEQUENCES.items():
+            if column in batch.column_names:
+                out = out.drop_columns([column]).append_column(
+                    ids_column, self._encode(batch, column)
+                )
         return out
 
     def _encode(self, batch: pa.Table, column: str) -> pa.Array:
@@ -48,9 +62,9 @@ class TokenizeStage(Stage):
             ids = self.tokenizer.encode(batch.column(column).combine_chunks())
         except UnknownToken as e:
             strand = (
-                "reverse complement"
-                if column == RC_COLUMN
-                else f"strand {batch.column('strand')[e.row].as_py()}"
+                f"strand {batch.column('strand')[e.row].as_py()}"
+                if column == "sequence"
+                else column.removeprefix("sequence_")
             )
             raise InputError(
                 f"{batch.column('source')[e.row].as_py()}: record "
@@ -61,7 +75,7 @@ class TokenizeStage(Stage):
             ) from e
         n_tokens = pc.list_value_length(ids).cast(pa.int32())
         too_long = np.flatnonzero(n_tokens.to_numpy() > self.max_model_len)
-        if too_long.size:
+        if too_long.size and not self.tiled:
             i = int(too_long[0])
             raise InputError(
                 f"window of record {batch.column('seq_id')[i].as_py()!r} at "
@@ -72,8 +86,20 @@ class TokenizeStage(Stage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         windows = self.tokenize(batch)
-        # The engine's work per window: both strands when they are merged.
+        # The engine's work per row: every sequence it carries.
         cost = windows.column("n_tokens").to_numpy().astype(np.int64)
-        if RC_IDS in windows.column_names:
-            cost = cost + pc.list_value_length(windows.column(RC_IDS)).to_numpy()
-        return pack(windows, self.max_batch_tokens, cost)
+        for ids_column in EXTRA_SEQUENCES.values():
+            if ids_column in windows.column_names:
+                cost = cost + pc.list_value_length(windows.column(ids_column)).to_numpy()
+        return pack(windows, self.max_batch_tokens, cost, _group_starts(windows))
+
+
+def _group_starts(windows: pa.Table) -> np.ndarray | None:
+    """Variants: rows where a new reference window begins (packs start only there, so
+    alleles sharing a window share a pack and the window is embedded once)."""
+    if ALT_IDS not in windows.column_names or windows.num_rows == 0:
+        return None
+    keys = [windows.column(k).to_numpy(zero_copy_only=False) for k in ("seq_id", "start", "end")]
+    starts = np.ones(windows.num_rows, dtype=bool)
+    starts[1:] = np.logical_or.reduce([k[1:] != k[:-1] for k in keys])
+    return starts

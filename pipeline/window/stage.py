@@ -27,7 +27,7 @@ RC_COLUMN = "sequence_rc"
 MERGE_SCHEMA = WINDOW_SCHEMA.append(pa.field(RC_COLUMN, pa.large_string()))
 
 
-class _Batch:
+class Rows:
     """Window rows being gathered, and the counts of one input batch."""
 
     def __init__(self, schema: pa.Schema) -> None:
@@ -68,7 +68,7 @@ class WindowStage(Stage):
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         self.check_columns(batch)
-        out = _Batch(MERGE_SCHEMA if self.cfg.merge_strands else WINDOW_SCHEMA)
+        out = Rows(MERGE_SCHEMA if self.cfg.merge_strands else WINDOW_SCHEMA)
         sources = batch.column("source").to_pylist()
         seq_ids = batch.column("seq_id").to_pylist()
         for source, seq_id, seq in zip(
@@ -93,7 +93,7 @@ class WindowStage(Stage):
                 },
             )
 
-    def _record(self, source: str, seq_id: str, seq: str, out: _Batch):
+    def _record(self, source: str, seq_id: str, seq: str, out: Rows):
         """Windows of one record into `out` (yielding full batches); returns why the record
         was skipped, or None."""
         c = self.cfg

@@ -77,3 +77,41 @@ def id_hash(ids: np.ndarray) -> int:
         return 0
     raw = np.frombuffer(bytes.fromhex(ids.tobytes().decode()), dtype=">u8").reshape(-1, 2)
     return int(raw[:, 0].astype(np.uint64).sum(dtype=np.uint64))
+
+
+def row_id(*parts: object) -> str:
+    """Deterministic id of one output row from its identifying parts (regions, variants)."""
+    key = "\x1f".join(str(p) for p in parts)
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+def flanked(start: int, end: int, flank: int, contig_length: int) -> tuple[int, int]:
+    """The window a region is embedded in: [start, end) +- flank, clipped to the contig."""
+    return max(0, start - flank), min(contig_length, end + flank)
+
+
+def mirror(span: tuple[int, int], length: int) -> tuple[int, int]:
+    """A [a, b) range of a sequence of `length`, in its reverse complement."""
+    a, b = span
+    return length - b, length - a
+
+
+def variant_window(pos: int, size: int, contig_length: int) -> tuple[int, int]:
+    """The reference window of a variant at 1-based `pos`: it starts size // 2 before the
+    variant's first base, shifted to lie inside the contig, and is `size` long (or the whole
+    contig, when shorter)."""
+    pos0 = pos - 1
+    start = min(max(0, pos0 - size // 2), max(0, contig_length - size))
+    return start, min(start + size, contig_length)
+
+
+def alt_window_sequence(
+    fetch, start: int, pos: int, ref: str, alt: str, size: int, contig_length: int
+) -> str:
+    """The alternate window: the reference window's start, REF replaced by ALT, filled from
+    the contig (or cut) at its far end to `size` bases. `fetch(a, b)` reads the contig."""
+    pos0 = pos - 1
+    after = pos0 + len(ref)
+    need = size - (pos0 - start) - len(alt)
+    tail = fetch(after, min(contig_length, after + need)) if need > 0 else ""
+    return (fetch(start, pos0) + alt + tail)[:size]

@@ -23,6 +23,20 @@ from pipeline.storage import get_fs, join, write_atomic
 OUTPUT_COLUMNS = ("chunk_id", "source", "seq_id", "start", "end", "strand", "n_tokens")
 # Rows within a shard, and a sorted load, follow genomic order.
 SORT_KEYS = [(k, "ascending") for k in ("source", "seq_id", "start", "end", "strand")]
+# The same per kind of input (manifest "input"); the chunk id breaks ties (a BED file may
+# list one interval twice, a VCF one allele twice).
+ROW_ORDER = {
+    "tiles": SORT_KEYS,
+    "regions": [*SORT_KEYS, ("chunk_id", "ascending")],
+    "variants": [
+        (k, "ascending") for k in ("source", "seq_id", "pos", "ref", "alt", "strand", "chunk_id")
+    ],
+}
+
+
+def row_order(manifest: dict) -> list[tuple[str, str]]:
+    """How a run's rows are ordered (runs before regions and variants tiled files)."""
+    return ROW_ORDER[manifest.get("input", "tiles")]
 
 
 def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:

@@ -66,8 +66,11 @@ def build_manifest(
     elapsed_s: float,
     embeddings: list[dict],
     strands: str,
+    kind: str = "tiles",
+    scores: list[dict] | None = None,
 ) -> dict:
-    """`embeddings`: {column, layer, pooling} per embedding column, layer non-negative."""
+    """`embeddings`: {column, layer, pooling} per embedding column, layer non-negative;
+    `kind`: what was read (tiles, regions, variants); `scores`: variants' score columns."""
     shards = sorted(commits, key=lambda c: c["shard"])
     names = [c["shard"] for c in shards]
     if len(set(names)) != len(names):
@@ -77,18 +80,23 @@ def build_manifest(
         raise OutputError(f"shards disagree on the embedding dimension: {sorted(dims)}")
     rows = sum(c["rows"] for c in shards)
     tokens = sum(c["tokens"] for c in shards)
-    skipped = sorted(stats.get("skipped", []), key=lambda s: (s["source"], s["seq_id"]))
+    skipped = sorted(
+        stats.get("skipped", []),
+        key=lambda s: (s["source"], s["seq_id"], s.get("start", 0), s.get("pos", 0)),
+    )
     records = stats.get("records", 0)
     return {
         "format": FORMAT,
         "fingerprint": fingerprint,
         "fingerprint_fields": fields,
         "model": model,
+        "input": kind,
         "embeddings": embeddings,
+        **({"scores": scores} if scores else {}),
         "strands": strands,
         "dim": dims.pop() if dims else None,
         "embedding_dtype": "float32",
-        "coordinates": "0-based half-open [start, end) on the forward strand (BED)",
+        "coordinates": COORDINATES[kind],
         "shards": [
             {
                 "path": f"{SHARDS}/{c['shard']}",
@@ -110,6 +118,8 @@ def build_manifest(
             "windows_dropped": stats.get("windows_dropped", 0),
             "windows_resumed": stats.get("windows_resumed", 0),
             "windows_embedded": stats.get("windows_embedded", 0),
+            "engine_requests": stats.get("engine_requests", 0),
+            "engine_requests_shared": stats.get("engine_requests_shared", 0),
             "tokens": tokens,
         },
         "skipped_records": skipped,
@@ -119,6 +129,15 @@ def build_manifest(
         "elapsed_s": round(elapsed_s, 3),
         "created": time.time(),
     }
+
+
+COORDINATES = {
+    "tiles": "0-based half-open [start, end) on the forward strand (BED)",
+    "regions": "start, end: the BED interval; window_start, window_end: what the model saw; "
+    "0-based half-open on the forward strand (BED)",
+    "variants": "pos: 1-based, as in the VCF; start, end: the reference window, 0-based "
+    "half-open on the forward strand (BED)",
+}
 
 
 def engine_timing(stats: dict) -> dict:

@@ -55,6 +55,8 @@ class WriteStage(Stage):
         storage_options: dict[str, Any] | None = None,
         rows_per_shard: int | None = None,
         embeddings: tuple[str, ...] = (DEFAULT_COLUMN,),
+        row_columns: tuple[str, ...] = OUTPUT_COLUMNS,
+        sort_keys: list[tuple[str, str]] | None = None,
     ):
         self.output = output
         self.fingerprint = fingerprint
@@ -63,7 +65,8 @@ class WriteStage(Stage):
         self.storage_options = storage_options
         self.rows_per_shard = rows_per_shard
         self.embeddings = tuple(embeddings)
-        self.needs = (*OUTPUT_COLUMNS, *self.embeddings)
+        self.needs = (*row_columns, *self.embeddings)
+        self.sort_keys = sort_keys or SORT_KEYS
 
     def ray_spec(self) -> RaySpec:
         # One shard per call.
@@ -72,7 +75,7 @@ class WriteStage(Stage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_columns(batch)
         out = OutputDir(self.output, self.storage_options)
-        table = batch.select(list(self.needs)).sort_by(SORT_KEYS)
+        table = batch.select(list(self.needs)).sort_by(self.sort_keys)
         table = table.replace_schema_metadata(
             {**self.metadata, "dnaembed.fingerprint": self.fingerprint}
         )
@@ -86,7 +89,11 @@ class WriteStage(Stage):
             "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "tokens": int(pc.sum(table.column("n_tokens")).as_py() or 0),
-            "dim": table.schema.field(self.embeddings[0]).type.list_size,
+            # None where no column holds vectors (variants scored without their embeddings).
+            "dim": next(
+                (f.type.list_size for f in table.schema if pa.types.is_fixed_size_list(f.type)),
+                None,
+            ),
             "ids_hash": id_hash(id_array(table.column("chunk_id"))),
         }
         out.write_bytes(data, SHARDS, name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -16,6 +18,7 @@ from pipeline.window.windows import reverse_complement
 from tests.embed.conftest import cpu_spec
 
 pytestmark = pytest.mark.slow
+LOOP_SEQS_PLUS = 40  # more windows in a step than LOOP_SEQS (32): the segment path
 
 # Two engines live in this process: each gets a fixed, small KV cache.
 ENGINE_KWARGS = {"enforce_eager": True, "kv_cache_memory_bytes": 512 << 20}
@@ -214,3 +217,119 @@ def test_many_short_windows_in_one_step_match_hf(layer_stage, tiny_model, genome
         for i in range(n):
             rel, r = close(got[i], want[i])
             assert rel <= REL_L2 and r >= PEARSON, (c.column, i, rel, r)
+
+
+# ---- regions: pooling over a span of the window, and tiles merged exactly ----------------
+
+
+def region_table(tok_ids: pa.Array, spans: list[tuple[int, int]], rc: pa.Array | None = None):
+    """Region rows as the tokenizer hands them on: token ids and each interval's span."""
+    n = len(spans)
+    cols = {
+        "chunk_id": [f"r{i}" for i in range(n)],
+        "source": ["x.bed"] * n,
+        "seq_id": ["chrA"] * n,
+        "start": pa.array([a for a, _ in spans], pa.int64()),
+        "end": pa.array([b for _, b in spans], pa.int64()),
+        "strand": ["+"] * n,
+        "name": pa.array([None] * n, pa.string()),
+        "score": pa.array([None] * n, pa.float64()),
+        "bed_strand": ["."] * n,
+        "window_start": pa.array([0] * n, pa.int64()),
+        "window_end": pa.compute.list_value_length(tok_ids).cast(pa.int64()),
+        "span_start": pa.array([a for a, _ in spans], pa.int64()),
+        "span_end": pa.array([b for _, b in spans], pa.int64()),
+        "n_tokens": pa.compute.list_value_length(tok_ids).cast(pa.int32()),
+        "token_ids": tok_ids,
+    }
+    if rc is not None:
+        cols["token_ids_rc"] = rc
+    return pa.table(cols)
+
+
+def region_stage(layer_stage, **changes):
+    """The layer stage's engine, asked for region rows."""
+    from pipeline.config import InputKind
+
+    s = copy.copy(layer_stage)
+    s.kind = InputKind.regions
+    for k, v in changes.items():
+        setattr(s, k, v)
+    return s
+
+
+def assert_columns_match(stage, out, want, rows):
+    for c in stage.columns:
+        got = column(out, c.column)
+        for i in range(rows):
+            w = want[i, LAYERS.index(c.layer), POOLINGS.index(c.pooling)]
+            rel, r = close(got[i], w)
+            assert rel <= REL_L2 and r >= PEARSON, (c.column, i, rel, r)
+
+
+@pytest.mark.parametrize("count", [5, LOOP_SEQS_PLUS])
+def test_span_pooling_matches_hf_over_the_span_only(layer_stage, tiny_model, genome_fasta, count):
+    """Each window pooled over its [a, b) only; few windows (dense path) and more than
+    LOOP_SEQS in a step (segment path)."""
+    (rec,) = list(iter_records(str(genome_fasta)))
+    seqs = [rec.sequence[300 * i : 300 * i + 60 + 7 * i] for i in range(count)]
+    spans = [(i % 11, len(s) - (i % 5)) for i, s in enumerate(seqs)]
+    ids = DnaTokenizer(TokenizerSpec(tiny_model)).encode(pa.array(seqs, pa.large_string()))
+    out = region_stage(layer_stage).embed_windows(region_table(ids, spans))
+    hf = HFReferenceEmbedder(tiny_model, dtype="float32")
+    want = hf.pooled(ids.to_pylist(), LAYERS, POOLINGS, spans)
+    assert_columns_match(layer_stage, out, want, count)
+
+
+def test_merged_strands_mirror_the_span(layer_stage, tiny_model, genome_fasta):
+    (rec,) = list(iter_records(str(genome_fasta)))
+    seqs = [rec.sequence[1000:1400], rec.sequence[7000:7090]]
+    spans = [(50, 330), (10, 11)]
+    tok = DnaTokenizer(TokenizerSpec(tiny_model))
+    fwd = tok.encode(pa.array(seqs, pa.large_string()))
+    rc = tok.encode(pa.array([reverse_complement(s) for s in seqs], pa.large_string()))
+    out = region_stage(layer_stage).embed_windows(region_table(fwd, spans, rc))
+    hf = HFReferenceEmbedder(tiny_model, dtype="float32")
+    mirrored = [(len(s) - b, len(s) - a) for s, (a, b) in zip(seqs, spans, strict=True)]
+    want = (
+        hf.pooled(fwd.to_pylist(), LAYERS, POOLINGS, spans)
+        + hf.pooled(rc.to_pylist(), LAYERS, POOLINGS, mirrored)
+    ) / 2
+    assert_columns_match(layer_stage, out, want, 2)
+
+
+def test_a_region_longer_than_the_model_is_tiled_and_merged_exactly(
+    layer_stage, tiny_model, genome_fasta
+):
+    """max_model_len 300, flank 50: the interval [100, 900) of a 1000-token window runs as
+    four tiles of 200 tokens, each seen with 50 tokens of context either side; mean is the
+    token-weighted mean of the tiles' means (= the mean over all 800 tokens as the tiles saw
+    them), max the max of maxes, last the last tile's last."""
+    (rec,) = list(iter_records(str(genome_fasta)))
+    seq = rec.sequence[15000:16000]
+    ids = DnaTokenizer(TokenizerSpec(tiny_model)).encode(pa.array([seq], pa.large_string()))
+    stage = region_stage(layer_stage, max_model_len=300, flank=50)
+    out = stage.embed_windows(region_table(ids, [(100, 900)]))
+    assert len(stage.last_requests.prompts) == 4
+    tokens = ids.to_pylist()[0]
+    hf = HFReferenceEmbedder(tiny_model, dtype="float32")
+    tiles, spans = [], []
+    for lo in (100, 300, 500, 700):  # windows [50, 350), [250, 550), [450, 750), [650, 950)
+        tiles.append(tokens[lo - 50 : lo + 250])
+        spans.append((50, 250))
+    per_tile = hf.pooled(tiles, LAYERS, POOLINGS, spans)
+    want = np.empty_like(per_tile[:1])
+    want[0, :, 0] = per_tile[:, :, 0].mean(axis=0)  # equal tiles: equal weights
+    want[0, :, 1] = per_tile[:, :, 1].max(axis=0)
+    want[0, :, 2] = per_tile[-1, :, 2]
+    assert_columns_match(layer_stage, out, want, 1)
+    # The mean is exact over tokens: the same from HF's per-token states of the four spans.
+    h = [
+        hf.model(input_ids=__import__("torch").as_tensor([t]), output_hidden_states=True)
+        .hidden_states[2][0, 50:250]
+        .detach()
+        .numpy()
+        for t in tiles
+    ]
+    rel, _ = close(column(out, "embedding")[0], np.concatenate(h).mean(axis=0))
+    assert rel <= REL_L2
