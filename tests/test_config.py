@@ -10,6 +10,7 @@ from pipeline.config import (
     GROUPS,
     Config,
     InputFormat,
+    InputKind,
     LastWindow,
     actor_range,
     compose,
@@ -17,6 +18,7 @@ from pipeline.config import (
     describe,
     fingerprint_fields,
     group_options,
+    input_kind,
     model_fingerprint,
     rewrite_overrides,
     to_config,
@@ -204,6 +206,41 @@ def test_rna_is_fingerprinted_only_when_set():
     assert rna["input"]["rna"] == "to_t" and stable_hash(rna) != stable_hash(base)
 
 
+REGIONS = ["input.reference=ref.fa", "input.regions=peaks.bed", "output=o", "model=tiny"]
+VARIANTS = ["input.reference=ref.fa", "input.variants=calls.vcf.gz", "output=o", "model=tiny"]
+
+
+def test_regions_and_variants_inputs():
+    assert input_kind(validate(to_config(compose(BASE)))) == InputKind.tiles
+    regions = validate(to_config(compose([*REGIONS, "window.flank=500", "regions.stranded=true"])))
+    assert input_kind(regions) == InputKind.regions and regions.window.flank == 500
+    variants = validate(to_config(compose([*VARIANTS, "variants.keep_embeddings=true"])))
+    assert input_kind(variants) == InputKind.variants
+    with pytest.raises(ConfigError, match="input.regions needs input.reference=FASTA"):
+        validate(to_config(compose(["input.regions=x.bed", "output=o", "model=tiny"])))
+    with pytest.raises(ConfigError, match="got input.regions, input.variants"):
+        validate(to_config(compose([*REGIONS, "input.variants=v.vcf"])))
+
+
+def test_region_and_variant_settings_are_fingerprinted_only_for_their_runs():
+    tiles = fingerprint_fields(to_config(compose(BASE)))
+    assert "flank" not in tiles["window"] and "regions" not in tiles and "variants" not in tiles
+    assert not {"reference", "regions", "variants"} & set(tiles["input"])
+    r = to_config(compose([*REGIONS, "window.flank=500"]))
+    fr = fingerprint_fields(r)
+    assert fr["window"]["flank"] == 500 and fr["regions"] == {"stranded": False}
+    assert fr["input"]["reference"] == "ref.fa" and "variants" not in fr
+    stranded = fingerprint_fields(
+        to_config(compose([*REGIONS, "window.flank=500", "regions.stranded=true"]))
+    )
+    assert stable_hash(stranded) != stable_hash(fr)
+    # The flank changes what the model sees at the same coordinates: it is in every row id.
+    no_flank = to_config(compose(REGIONS))
+    assert stable_hash(model_fingerprint(r)) != stable_hash(model_fingerprint(no_flank))
+    fv = fingerprint_fields(to_config(compose(VARIANTS)))
+    assert fv["variants"] == {"keep_embeddings": False} and "regions" not in fv
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -227,6 +264,10 @@ def test_rna_is_fingerprinted_only_when_set():
         ("output.mode=append", "Invalid value 'append', expected one of"),
         ("output.compression=zip", "Invalid value 'zip', expected one of"),
         ("log.interval_s=0", "log.interval_s must be in"),
+        ("window.flank=-1", "window.flank must be >= 0"),
+        ("window.flank=100", "window.flank applies to input.regions only"),
+        ("input.reference=ref.fa", "input.reference is read for input.regions or input.variants"),
+        ("input.regions=x.bed", "a run reads one input, got input.path, input.regions"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

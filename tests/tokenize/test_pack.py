@@ -35,3 +35,14 @@ def test_pack_roundtrip():
     assert packed.column("pack_tokens").to_pylist() == [5, 5]
     assert unpack(packed).to_pylist() == table.to_pylist()
     assert unpack(packed.slice(1, 1)).column("chunk_id").to_pylist() == ["c", "d"]
+
+
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=60), st.integers(1, 1000), st.data())
+def test_packs_start_only_where_a_group_does(n_tokens, budget, data):
+    starts = np.array(
+        data.draw(st.lists(st.booleans(), min_size=len(n_tokens), max_size=len(n_tokens)))
+    )
+    starts[0] = True
+    bounds = pack_bounds(np.array(n_tokens, dtype=np.int64), budget, starts)
+    assert [i for lo, hi in bounds for i in range(lo, hi)] == list(range(len(n_tokens)))
+    assert all(starts[lo] for lo, _ in bounds)  # a group (e.g. one reference window) never splits
