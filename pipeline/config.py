@@ -241,6 +241,12 @@ class EmbedConfig:
     norm. One column per (layer, pooling)."""
     poolings: list[Pooling] = field(default_factory=lambda: [Pooling.mean])
     """Poolings over each window's tokens: mean | max | last."""
+    per_token: bool = False
+    """Regions and variants: also store every token's hidden states of each layer in
+    embed.layers (float16; a region's interval, a variant's two windows) as tokens_l<k>."""
+    per_token_max_tokens: int = 65536
+    """With per_token: the most tokens a row may store per layer; a longer interval (or
+    window) is an error naming it (or skipped with input.on_error=skip)."""
     device: Device = Device.auto
     """auto (cuda if the Ray cluster has GPUs) | cpu | cuda."""
     num_actors: Any = 1
@@ -275,6 +281,7 @@ class EmbedConfig:
                 raise ConfigError(f"embed.{key} must list each value once, got {shown}")
         if _is_set(self.num_actors):
             actor_range(self.num_actors)
+        _at_least("embed.per_token_max_tokens", self.per_token_max_tokens, 1)
         for key in ("tensor_parallel_size", "pipeline_parallel_size", "max_batch_tokens"):
             _at_least(f"embed.{key}", getattr(self, key), 1)
         _at_least("embed.max_restarts", self.max_restarts, 0)
@@ -429,6 +436,14 @@ def validate(cfg: Config) -> Config:
     kind = input_kind(cfg)
     if cfg.window.flank and kind != InputKind.regions:
         raise ConfigError("window.flank applies to input.regions only")
+    if cfg.embed.per_token and kind == InputKind.tiles:
+        raise ConfigError("embed.per_token applies to input.regions and input.variants")
+    limit = cfg.embed.per_token_max_tokens
+    if cfg.embed.per_token and kind == InputKind.variants and cfg.window.size > limit:
+        raise ConfigError(
+            f"embed.per_token stores {cfg.window.size} tokens per window (window.size), more "
+            f"than embed.per_token_max_tokens={limit}; lower window.size or raise the limit"
+        )
     w = cfg.window
     if w.step > w.size:
         raise ConfigError(
@@ -505,6 +520,8 @@ def fingerprint_fields(cfg: Config, layers: list[int] | None = None) -> dict[str
             "layers": list(layers if layers is not None else cfg.embed.layers),
             "poolings": [str(p) for p in cfg.embed.poolings],
         }
+    if cfg.embed.per_token:
+        out.setdefault("embed", {})["per_token"] = True
     return out
 
 

@@ -141,7 +141,10 @@ def embedding_head(
         return columns, None
     asked = f"embed.layers={list(cfg.embed.layers)} embed.poolings={poolings}"
     if spans:
-        asked = f"input.regions (pooling over each interval inside its flanks) with {asked}"
+        asked = (
+            "input.regions (pooling over each interval inside its flanks) or embed.per_token "
+            f"with {asked}"
+        )
     if not set(architectures) & set(SUPPORTED_ARCHITECTURES):
         raise ConfigError(
             f"{asked} needs dnaembed's engine model, which supports "
@@ -194,7 +197,10 @@ def plan(cfg: Config) -> Plan:
         check_regions_fit(tokenizer, cfg.window.flank, cfg.model.max_model_len)
     else:
         check_window_fits(tokenizer, cfg.window.size, cfg.model.max_model_len)
-    columns, head = embedding_head(cfg, model_path, engine_kwargs, spans=kind == InputKind.regions)
+    # Regions pool over a part of each window, per_token returns the states themselves: only
+    # our engine model does either.
+    spans = kind == InputKind.regions or cfg.embed.per_token
+    columns, head = embedding_head(cfg, model_path, engine_kwargs, spans=spans)
     layers = list(dict.fromkeys(c.layer for c in columns))
     fields = fingerprint_fields(cfg, layers)
     affecting = {k: engine_kwargs[k] for k in FINGERPRINTED_KEYS if k in engine_kwargs}
@@ -261,7 +267,14 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
         read = [
             RegionReadStage(storage, stats),
             RegionWindowStage(
-                cfg.window, cfg.regions.stranded, p.model_key, i.reference, storage, i, stats
+                cfg.window,
+                cfg.regions.stranded,
+                p.model_key,
+                i.reference,
+                storage,
+                i,
+                stats,
+                cfg.embed.per_token_max_tokens if cfg.embed.per_token else None,
             ),
         ]
     else:
@@ -283,6 +296,7 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
         cfg.model.max_model_len if p.kind == InputKind.regions else None,
         cfg.window.flank,
         cfg.variants.keep_embeddings,
+        cfg.embed.per_token,
     )
     return [
         *read,

@@ -237,6 +237,14 @@ def test_region_and_variant_settings_are_fingerprinted_only_for_their_runs():
     # The flank changes what the model sees at the same coordinates: it is in every row id.
     no_flank = to_config(compose(REGIONS))
     assert stable_hash(model_fingerprint(r)) != stable_hash(model_fingerprint(no_flank))
+    with pytest.raises(ConfigError, match="embed.per_token applies to input.regions and"):
+        validate(to_config(compose([*BASE, "embed.per_token=true"])))
+    with pytest.raises(ConfigError, match=r"8192 tokens per window \(window.size\), more than "):
+        validate(
+            to_config(
+                compose([*VARIANTS, "embed.per_token=true", "embed.per_token_max_tokens=8000"])
+            )
+        )
     fv = fingerprint_fields(to_config(compose(VARIANTS)))
     assert fv["variants"] == {"keep_embeddings": False} and "regions" not in fv
 

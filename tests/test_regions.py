@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from pipeline.embed.reference import HFReferenceEmbedder
@@ -50,6 +51,7 @@ def regions_run(ray_session, reference, tmp_path_factory, tiny_model):
         "embed.layers=[1,-1]",
         "embed.poolings=[mean,max,last]",
         "output.rows_per_shard=2",
+        "embed.per_token=true",
     ]
     lines: list[str] = []
     summary = run(compose_config(*args), echo=lines.append)
@@ -69,8 +71,6 @@ def hf_rows(tiny_model, reference):
     long = (a[4800:6700], [(0, 1024, 200, 824), (624, 1648, 200, 824), (1248, 1900, 200, 452)])
     hf = HFReferenceEmbedder(tiny_model, dtype="float32")
     tok = DnaTokenizer(TokenizerSpec(tiny_model))
-    import pyarrow as pa
-
     want = {}
     for name, (seq, tiles) in {
         "peak1": peak,
@@ -126,6 +126,26 @@ def test_regions_match_hf_over_the_interval_with_its_flanks(regions_run, tiny_mo
                 ours = np.asarray(got[name][col], dtype=np.float64)
                 rel = np.linalg.norm(ours - expected[li, pi]) / np.linalg.norm(expected[li, pi])
                 assert rel < 1e-4, (name, col, rel)
+    # embed.per_token: the interval's own tokens, one row per base, for each layer; '-' rows
+    # as the model read them (from `end` down to `start`).
+    tok = DnaTokenizer(TokenizerSpec(tiny_model))
+    hf = HFReferenceEmbedder(tiny_model, dtype="float32")
+    _, contigs = reference
+    a = contigs["chrA"].upper()
+    for name, seq, span in (
+        ("peak1", a[800:1500], (200, 500)),
+        ("near_start", reverse_complement(a[:600]), (200, 550)),
+    ):
+        ids = tok.encode(pa.array([seq], pa.large_string())).to_pylist()[0]
+        states = hf.model(
+            input_ids=__import__("torch").as_tensor([ids]), output_hidden_states=True
+        ).hidden_states
+        for k in LAYERS:
+            want = states[k][0, span[0] : span[1]].detach().numpy()
+            got_k = np.asarray(got[name][f"tokens_l{k}"], dtype=np.float32)
+            assert got_k.shape == want.shape == (span[1] - span[0], 256)
+            assert np.linalg.norm(got_k - want) / np.linalg.norm(want) < 2e-3, (name, k)
+    assert len(got["long"]["tokens_l2"]) == 1500
     # The duplicate interval is the same window: the same numbers.
     np.testing.assert_array_equal(got["peak1"]["embedding"], got["peak1_again"]["embedding"])
 
@@ -144,6 +164,7 @@ def test_regions_manifest_lists_what_was_skipped_and_loads_like_any_output(regio
     assert m["counts"]["engine_requests"] == 6 and m["counts"]["engine_requests_shared"] == 1
     meta, emb = to_numpy(str(out), embedding="emb_l1_max")
     assert emb.shape == (5, 256) and "window_start" not in meta.column_names
+    assert m["fingerprint_fields"]["embed"]["per_token"] is True
     assert any("each interval +- 200 flank" in line for line in lines)
     # The same command again: complete, nothing to do.
     again = run(compose_config(*args), echo=lambda _: None)

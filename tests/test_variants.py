@@ -67,6 +67,7 @@ def variants_run(ray_session, reference, tmp_path_factory, s3_endpoint):
         f"window.size={SIZE}",
         "input.on_error=skip",
         "variants.keep_embeddings=true",
+        "embed.per_token=true",
     ]
     lines: list[str] = []
     run(compose_config(*args), echo=lines.append)
@@ -121,6 +122,13 @@ def test_variant_scores_match_hf_on_windows_built_here(variants_run, reference, 
         hf_l2 = np.linalg.norm(want_ref - want_alt)
         assert r["embedding_l2"] == pytest.approx(hf_l2, rel=1e-2, abs=1e-5), ident
         assert r["embedding_cosine"] > 0 or ref_seq == alt_seq
+        # embed.per_token: both windows, every token, the last layer in float16.
+        for suffix, seq_ids in (("ref", ids[0]), ("alt", ids[1])):
+            tokens = np.asarray(r[f"tokens_l2_{suffix}"], dtype=np.float32)
+            assert tokens.shape == (len(seq_ids), 256)
+            assert np.allclose(
+                tokens.mean(axis=0), want_ref if suffix == "ref" else want_alt, atol=1e-2
+            )
 
 
 def test_variant_manifest_skips_and_shared_windows(variants_run):

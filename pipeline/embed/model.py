@@ -26,7 +26,7 @@ from vllm.model_executor.models.utils import maybe_prefix
 from vllm.sequence import IntermediateTensors
 from vllm.v1.pool.metadata import PoolingMetadata
 
-from pipeline.embed.outputs import CONFIG_KEY, SPAN_KEY, DeviceHead
+from pipeline.embed.outputs import CONFIG_KEY, SPAN_KEY, TOKENS_KEY, DeviceHead
 
 # Mean pooling accumulates float32 sums this many bytes of hidden states at a time, so a
 # 1M-token window never needs a float32 copy of all its tokens at once.
@@ -102,7 +102,8 @@ class LayerPooler(Pooler):
         if n_seqs == 0:
             return out.view(0, -1)
         lens_list = lens_cpu.tolist()
-        spans = request_spans(pooling_metadata.pooling_params, lens_list)
+        params = pooling_metadata.pooling_params
+        spans = request_spans(params, lens_list)
         starts = [0, *itertools.accumulate(lens_list)][:-1]
         if n_seqs <= LOOP_SEQS:
             # Few windows per step (the usual case: a step holds max_model_len tokens): one
@@ -111,7 +112,7 @@ class LayerPooler(Pooler):
                 seg = x[lo + a : lo + b]
                 for j, how in enumerate(self.head.poolings):
                     out[i, :, j] = _pool_one(seg, how)
-            return out.view(n_seqs, -1)
+            return _with_tokens(out.view(n_seqs, -1), x, params, starts, spans)
         dev = hidden_states.device
         segment = torch.repeat_interleave(
             torch.arange(n_seqs, device=dev),
@@ -138,7 +139,22 @@ class LayerPooler(Pooler):
                 out[:, :, j] = _segment_reduce(x, segment, n_seqs, "amax")
             else:  # the config refuses others before any engine starts
                 raise ValueError(f"unknown pooling {how!r}")
-        return out.view(n_seqs, -1)
+        full = hidden_states.view(-1, n_layers, d)
+        return _with_tokens(out.view(n_seqs, -1), full, params, starts, spans)
+
+
+def _with_tokens(
+    pooled: torch.Tensor, x: torch.Tensor, params: list, starts: list[int], spans: list
+) -> torch.Tensor | list[torch.Tensor]:
+    """The pooled rows, each followed by its span's per-token states (float32, [tokens,
+    layers, hidden] flattened) where its request asks for them (embed.per_token)."""
+    wanted = [p is not None and (p.extra_kwargs or {}).get(TOKENS_KEY) for p in params]
+    if not any(wanted):
+        return pooled
+    return [
+        torch.cat([row, x[lo + a : lo + b].float().reshape(-1)]) if want else row
+        for row, want, lo, (a, b) in zip(pooled, wanted, starts, spans, strict=True)
+    ]
 
 
 def request_spans(params: list, lens: list[int]) -> list[tuple[int, int]]:

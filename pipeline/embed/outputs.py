@@ -24,6 +24,14 @@ CONFIG_KEY = "dnaembed_head"
 # A request's PoolingParams.extra_kwargs key: [a, b), the token range to pool over (regions:
 # the interval inside its flanks). Absent: the whole window.
 SPAN_KEY = "dnaembed_span"
+# ... and true when the request also wants the span's per-token hidden states of the head's
+# layers (embed.per_token): they follow the pooled vector in the engine's output.
+TOKENS_KEY = "dnaembed_tokens"
+
+
+def tokens_column(layer: int, suffix: str = "") -> str:
+    """The per-token column of a layer: `tokens_l<k>` (variants: `..._ref`, `..._alt`)."""
+    return f"tokens_l{layer}{suffix}"
 
 
 @dataclass(frozen=True)

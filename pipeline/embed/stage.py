@@ -19,7 +19,14 @@ import pyarrow.compute
 
 from pipeline.config import EmbedConfig, InputKind, actor_range
 from pipeline.embed.engine import EngineSpec, build_llm, engine_env
-from pipeline.embed.outputs import DEFAULT_COLUMN, SPAN_KEY, DeviceHead, EmbeddingColumn
+from pipeline.embed.outputs import (
+    DEFAULT_COLUMN,
+    SPAN_KEY,
+    TOKENS_KEY,
+    DeviceHead,
+    EmbeddingColumn,
+    tokens_column,
+)
 from pipeline.stages import RaySpec, Stage, StageActor, StatsSink, report_key
 from pipeline.tokenize.pack import PACK_COLUMN, unpack
 from pipeline.tokenize.stage import ALT_IDS, ALT_RC_IDS, RC_IDS
@@ -84,6 +91,7 @@ class EmbedStage(Stage):
         max_model_len: int | None = None,
         flank: int = 0,
         keep_embeddings: bool = False,
+        per_token: bool = False,
     ):
         self.spec = spec
         self.cfg = cfg or EmbedConfig()
@@ -94,11 +102,21 @@ class EmbedStage(Stage):
         self.max_model_len = max_model_len
         self.flank = flank
         self.keep_embeddings = keep_embeddings
+        self.per_token = per_token
         if self.kind == InputKind.variants:
-            self.adds = tuple(variant_columns(self.columns, keep_embeddings))
+            adds = variant_columns(self.columns, keep_embeddings)
         else:
-            self.adds = tuple(c.column for c in self.columns)
+            adds = [c.column for c in self.columns]
+        if per_token:
+            suffixes = ("_ref", "_alt") if self.kind == InputKind.variants else ("",)
+            adds += [tokens_column(k, x) for k in self._head().layers for x in suffixes]
+        self.adds = tuple(adds)
         self.llm: Any = None
+
+    def _head(self) -> DeviceHead:
+        if self.spec.head is None:
+            raise ValueError("this stage runs on vLLM's own pooler, not dnaembed's head")
+        return DeviceHead.from_dict(self.spec.head)
 
     @property
     def row_columns(self) -> tuple[str, ...]:
@@ -139,17 +157,23 @@ class EmbedStage(Stage):
         uses = {}
         for column in (c for c in ROLES if c in windows.column_names):
             uses[column] = self._requests(windows, column, requests)
-        vectors = self._encode(requests, windows)
+        vectors, tokens = self._encode(requests, windows)
         merged: dict[str, list[np.ndarray]] = {}
+        per_token: dict[str, list[list[np.ndarray]]] = {}
         for column, parts in uses.items():
             merged.setdefault(ROLES[column], []).append(self._merge_parts(vectors, parts))
+            if tokens is not None:
+                rows = [np.concatenate([tokens[r] for r, _ in p]) for p in parts]
+                if column in (RC_IDS, ALT_RC_IDS):  # base by base, as the forward strand
+                    rows = [t[::-1] for t in rows]
+                per_token.setdefault(ROLES[column], []).append(rows)
         # Each embedding: the mean over the strands the row carries.
         emb = {role: sum(v) / np.float32(len(v)) for role, v in merged.items()}
         out = windows.select(list(self.row_columns))
         if self.kind != InputKind.variants:
-            for name, part in zip(self.adds, self._split(emb["ref"]), strict=True):
-                out = out.append_column(name, embedding_array(part))
-            return out
+            for c, part in zip(self.columns, self._split(emb["ref"]), strict=True):
+                out = out.append_column(c.column, embedding_array(part))
+            return self._add_tokens(out, per_token)
         refs, alts = self._split(emb["ref"]), self._split(emb["alt"])
         for c, ref, alt in zip(self.columns, refs, alts, strict=True):
             cosine, l2 = _scores(ref, alt)
@@ -158,6 +182,20 @@ class EmbedStage(Stage):
             if self.keep_embeddings:
                 out = out.append_column(f"{c.column}_ref", embedding_array(ref))
                 out = out.append_column(f"{c.column}_alt", embedding_array(alt))
+        return self._add_tokens(out, per_token)
+
+    def _add_tokens(self, out: pa.Table, per_token: dict[str, list]) -> pa.Table:
+        """embed.per_token: one float16 [tokens, hidden] list per row and layer (strands
+        averaged base by base)."""
+        if not per_token:
+            return out
+        for role, strands in per_token.items():
+            rows = [sum(ts) / np.float32(len(ts)) for ts in zip(*strands, strict=True)]
+            suffix = f"_{role}" if self.kind == InputKind.variants else ""
+            for li, k in enumerate(self._head().layers):
+                out = out.append_column(
+                    tokens_column(k, suffix), token_array([r[:, li] for r in rows])
+                )
         return out
 
     def _requests(self, windows: pa.Table, column: str, requests: _Requests) -> list[list]:
@@ -199,15 +237,25 @@ class EmbedStage(Stage):
             parts.append((requests.add(tokens[w0:w1], (lo - w0, hi - w0)), hi - lo))
         return parts
 
-    def _encode(self, requests: _Requests, windows: pa.Table) -> np.ndarray:
+    def _encode(
+        self, requests: _Requests, windows: pa.Table
+    ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """[requests, K] pooled vectors, and with embed.per_token each request's span as
+        [tokens, layers, hidden]."""
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=ids.tolist()) for ids in requests.prompts]
         params = None
-        if any(s is not None for s in requests.spans):
+        if self.per_token or any(s is not None for s in requests.spans):
             params = [
-                PoolingParams(extra_kwargs=None if s is None else {SPAN_KEY: list(s)})
+                PoolingParams(
+                    extra_kwargs={
+                        **({SPAN_KEY: list(s)} if s is not None else {}),
+                        **({TOKENS_KEY: True} if self.per_token else {}),
+                    }
+                    or None
+                )
                 for s in requests.spans
             ]
         outputs = self.llm.encode(prompts, params, pooling_task="embed", use_tqdm=False)
@@ -224,10 +272,29 @@ class EmbedStage(Stage):
                     f"{windows.column('chunk_id')[0].as_py()})"
                 )
             vectors.append(out.outputs.data.float().numpy())
+        tokens = None
+        if self.per_token:
+            vectors, tokens = self._split_tokens(vectors, requests)
         emb = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
         if emb.ndim != 2 or not np.isfinite(emb).all():
             raise EmbeddingMismatch(f"engine returned non-finite or ragged embeddings {emb.shape}")
-        return emb
+        return emb, tokens
+
+    def _split_tokens(
+        self, vectors: list[np.ndarray], requests: _Requests
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each engine output = the pooled vector, then the span's [tokens, layers, hidden]."""
+        head = self._head()
+        n_l, n_p = len(head.layers), len(head.poolings)
+        pooled, tokens = [], []
+        for v, ids, span in zip(vectors, requests.prompts, requests.spans, strict=True):
+            n = (span[1] - span[0]) if span is not None else len(ids)
+            d, rest = divmod(v.size, n_l * (n_p + n))
+            if rest:
+                raise EmbeddingMismatch(f"engine output of {v.size} values for {n} tokens")
+            pooled.append(v[: n_l * n_p * d])
+            tokens.append(v[n_l * n_p * d :].reshape(n, n_l, d))
+        return pooled, tokens
 
     def _merge_parts(self, vectors: np.ndarray, rows: list[list]) -> np.ndarray:
         """[rows, K]: each row's vector, its tiles' poolings merged where it has several."""
@@ -239,7 +306,7 @@ class EmbedStage(Stage):
 
     def _merge(self, tiles: np.ndarray, weights: list[int]) -> np.ndarray:
         """One vector from a region's tiles, pooling by pooling."""
-        head = DeviceHead.from_dict(self.spec.head)
+        head = self._head()
         n_l, n_p = len(head.layers), len(head.poolings)
         t = tiles.reshape(len(tiles), n_l, n_p, -1).astype(np.float64)
         out = np.empty(t.shape[1:], dtype=np.float64)
@@ -292,6 +359,16 @@ class EmbedStage(Stage):
                 },
             )
         return out
+
+
+def token_array(rows: list[np.ndarray]) -> pa.LargeListArray:
+    """Per-row [tokens, hidden] arrays as large_list<fixed_size_list<float16>[hidden]>."""
+    d = rows[0].shape[1] if rows else 0
+    values = np.concatenate(rows).astype(np.float16) if rows else np.zeros((0, d), np.float16)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=offsets[1:])
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), d)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), inner)
 
 
 def _scores(ref: np.ndarray, alt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

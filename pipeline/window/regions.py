@@ -70,6 +70,7 @@ class RegionWindowStage(Stage):
         storage_options: dict[str, Any] | None,
         input_cfg: Any,
         stats: StatsSink | None = None,
+        max_interval: int | None = None,
     ):
         self.cfg = cfg
         self.stranded = stranded
@@ -80,6 +81,8 @@ class RegionWindowStage(Stage):
         self.ambiguity_codes = str(input_cfg.ambiguity_codes)
         self.on_error = str(input_cfg.on_error)
         self.stats = stats or StatsSink()
+        # embed.per_token: the longest interval whose tokens a row may store.
+        self.max_interval = max_interval
         self.reference: Reference | None = None
 
     def setup(self) -> None:
@@ -128,6 +131,11 @@ class RegionWindowStage(Stage):
         length = lengths[seq_id]
         if end > length:
             return f"interval ends at {end}, past the end of {seq_id} ({length} bases)"
+        if self.max_interval is not None and end - start > self.max_interval:
+            return (
+                f"interval of {end - start} bases is longer than "
+                f"embed.per_token_max_tokens={self.max_interval} (embed.per_token)"
+            )
         w0, w1 = flanked(start, end, self.cfg.flank, length)
         forward = normalise(
             self.reference.fetch(seq_id, w0, w1),

@@ -333,3 +333,48 @@ def test_a_region_longer_than_the_model_is_tiled_and_merged_exactly(
     ]
     rel, _ = close(column(out, "embedding")[0], np.concatenate(h).mean(axis=0))
     assert rel <= REL_L2
+
+
+def test_per_token_states_of_spans_tiles_and_strands_match_hf(
+    layer_stage, tiny_model, genome_fasta
+):
+    """embed.per_token: each row's span, token by token, for every layer: tiles concatenated,
+    a merged row's strands averaged base by base (float16 storage)."""
+    (rec,) = list(iter_records(str(genome_fasta)))
+    seqs = [rec.sequence[15000:16000], rec.sequence[300:420]]
+    spans = [(100, 900), (20, 100)]
+    tok = DnaTokenizer(TokenizerSpec(tiny_model))
+    fwd = tok.encode(pa.array(seqs, pa.large_string()))
+    rc = tok.encode(pa.array([reverse_complement(s) for s in seqs], pa.large_string()))
+    stage = region_stage(layer_stage, max_model_len=300, flank=50, per_token=True)
+    out = stage.embed_windows(region_table(fwd, spans, rc))
+    torch = __import__("torch")
+
+    def states(ids, a, b):
+        """[b - a, layers, hidden] of HF on the whole window (no tiling)."""
+        x = torch.as_tensor([ids])
+        h = hf.model(input_ids=x, output_hidden_states=True).hidden_states
+        return np.stack([h[k][0, a:b].detach().numpy() for k in LAYERS], axis=1)
+
+    hf = HFReferenceEmbedder(tiny_model, dtype="float32")
+    # Row 1 fits the model: its span's states are HF's on the whole window, both strands.
+    ids, ids_rc = fwd.to_pylist()[1], rc.to_pylist()[1]
+    want = (states(ids, 20, 100) + states(ids_rc, 20, 100)[::-1]) / 2
+    # Row 0 ran as four tiles: each tile's span as HF computes it on the tile window.
+    ids0, rc0 = fwd.to_pylist()[0], rc.to_pylist()[0]
+    tiles = np.concatenate(
+        [states(ids0[lo - 50 : lo + 250], 50, 250) for lo in (100, 300, 500, 700)]
+    )
+    # Reverse strand: the mirrored span [100, 900) tiled the same way, then reversed.
+    tiles_rc = np.concatenate(
+        [states(rc0[lo - 50 : lo + 250], 50, 250) for lo in (100, 300, 500, 700)]
+    )
+    want0 = (tiles + tiles_rc[::-1]) / 2
+    for li, k in enumerate(LAYERS):
+        got = out.column(f"tokens_l{k}").to_pylist()
+        for row, expected in ((0, want0), (1, want)):
+            g = np.asarray(got[row], dtype=np.float32)
+            assert g.shape == expected[:, li].shape
+            rel = np.linalg.norm(g - expected[:, li]) / np.linalg.norm(expected[:, li])
+            assert rel < 2e-3, (k, row, rel)  # float16 storage
+    assert out.schema.field("tokens_l1").type == pa.large_list(pa.list_(pa.float16(), 256))

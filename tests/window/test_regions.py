@@ -119,3 +119,16 @@ def test_unknown_contig_and_intervals_past_the_end(reference):
     assert totals["records_skipped"] == 2 and totals["windows"] == 1
     assert [s["seq_id"] for s in totals["skipped"]] == ["chrZ", "chrA"]
     assert "not in the reference" in totals["skipped"][0]["reason"]
+
+
+def test_per_token_size_limit_names_the_interval(reference):
+    path, _ = reference
+    stage = RegionWindowStage(
+        WindowConfig(flank=10), False, "k", str(path), None, InputConfig(), None, max_interval=100
+    )
+    with pytest.raises(
+        InputError,
+        match=r"interval 1 \(chrA:0-101.*101 bases is longer than "
+        r"embed.per_token_max_tokens=100",
+    ):
+        list(stage(intervals(("chrA", 0, 100, "+"), ("chrA", 0, 101, "+"))))
