@@ -20,6 +20,8 @@
 #   scaling             nvidia-h200-x4   6 min   Scaling, 1 vs 4 engines (session 1)
 #   layers-1_2b         nvidia-h200-x2   9 min   layers and poolings, 1.2B (session 6)
 #   layers-10b          nvidia-h200-x2   8 min   layers and poolings, 10B, TP=2 (session 6)
+#   loci-1_2b           nvidia-h200      5 min   regions and variants, 1.2B (session 7)
+#   loci-10b            nvidia-h200      7 min   regions and variants, 10B (session 7)
 #
 # A device call lasts at most 600 s and every mode fits in one, with `prep` run first on the
 # same machine (a mode builds any model it lacks, but that eats into its 600 s: the 10B model
@@ -273,10 +275,27 @@ case "$MODE" in
     grep -E '^(model|genos|layer|[0-9]+ \||tp2|pipeline)' "$OUT/layers.log"
     (cd "$LAYERS_WORK" && tar czf "$OUT/logs-$MODE.tar.gz" log-*.txt)
     ;;
+  loci-1_2b|loci-10b)
+    # Tables: seventh session (issue 14): regions and variants, the user's command against the
+    #   bare engine on the same windows (benchmarks/loci.py). Needs pyfaidx and cyvcf2 (cp312)
+    #   in .whl/, installed into /tmp/extras above.
+    # Machine: nvidia-h200. About 5 min (1.2B) and 7 min (10B, its model built first).
+    # Writes: loci-<shape>.json, logs-<mode>.tar.gz (each run's and the bare engine's log).
+    export LOCI_WORK=$W/loci
+    if [ "$MODE" = loci-1_2b ]; then
+      timeout 560 python3 -m benchmarks.loci --shape genos_1_2b --regions 4000 --variants 600 \
+        --timeout 240 --out "$OUT/loci-1_2b.json" > "$OUT/loci.log" 2>&1
+    else
+      timeout 570 python3 -m benchmarks.loci --shape genos_10b --regions 800 --variants 120 \
+        --timeout 200 --out "$OUT/loci-10b.json" > "$OUT/loci.log" 2>&1
+    fi
+    cat "$OUT/loci.log" | grep -vE '^\s*$' | tail -20
+    (cd "$LOCI_WORK" && tar czf "$OUT/logs-$MODE.tar.gz" log-*.txt)
+    ;;
   *)
     echo "usage: bash benchmarks/gpu_session.sh MODE, one of: prep engine-vs-pipeline" \
       "raydata-llm hf-fidelity moe-kernel moe-tiles mfu-knobs ray-jobs scaling" \
-      "layers-1_2b layers-10b" >&2
+      "layers-1_2b layers-10b loci-1_2b loci-10b" >&2
     exit 2
     ;;
 esac

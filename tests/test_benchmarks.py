@@ -143,3 +143,28 @@ def test_layers_benchmark_cpu_smoke(tmp_path):
         (k, p) for k in range(3) for p in ("mean", "max", "last")
     }
     assert all(r["rel_l2_max"] <= 1e-4 and r["pearson_min"] >= 0.99999 for r in rows), rows
+
+
+def test_loci_inputs_are_valid_and_windows_follow_the_rule(tmp_path):
+    """benchmarks/loci.py's generated reference, BED and VCF read cleanly with our readers,
+    and the windows it gives the bare engine are the pipeline's own."""
+    from benchmarks import loci
+    from pipeline.read.bed import iter_intervals
+    from pipeline.read.reference import Reference
+    from pipeline.read.vcf import Variant, iter_variants
+    from pipeline.window.windows import alt_window_sequence, variant_window
+
+    seqs = loci.write_reference(tmp_path / "ref.fa.gz", 2, 20_000)
+    assert Reference.prepare(str(tmp_path / "ref.fa.gz")) == {"chr1": 20_000, "chr2": 20_000}
+    beds = loci.write_bed(tmp_path / "p.bed", seqs, 50)
+    assert len(list(iter_intervals(str(tmp_path / "p.bed")))) == len(beds) == 50
+    alleles = loci.write_vcf(tmp_path / "v.vcf", seqs, 80)
+    parsed = list(iter_variants(str(tmp_path / "v.vcf")))
+    assert all(isinstance(v, Variant) for v in parsed) and len(parsed) == len(alleles) >= 80
+    assert len({(c, p) for c, p, *_ in alleles}) < len(alleles)  # sites with several ALTs
+    refs, alts = loci.variant_windows(seqs, alleles, 1000)
+    for (c, pos, ref, alt), r, a in zip(alleles, refs, alts, strict=True):
+        start, end = variant_window(pos, 1000, len(seqs[c]))
+        assert r == seqs[c][start:end]
+        fetch = lambda x, y, s=seqs[c]: s[x:y]  # noqa: E731
+        assert a == alt_window_sequence(fetch, start, pos, ref, alt, 1000, len(seqs[c]))

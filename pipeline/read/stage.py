@@ -188,7 +188,7 @@ class RegionReadStage(Stage):
         self,
         storage_options: dict[str, Any] | None = None,
         stats: StatsSink | None = None,
-        max_batch_records: int = 4096,
+        max_batch_records: int = 1024,
     ):
         self.storage_options = storage_options
         self.stats = stats or StatsSink()
@@ -233,7 +233,7 @@ class VariantReadStage(Stage):
         self,
         storage_options: dict[str, Any] | None = None,
         stats: StatsSink | None = None,
-        max_batch_records: int = 4096,
+        max_batch_records: int = 1024,
     ):
         self.storage_options = storage_options
         self.stats = stats or StatsSink()
