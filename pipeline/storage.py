@@ -49,6 +49,22 @@ def get_fs(
     return fsspec.core.url_to_fs(uri, **kwargs)
 
 
+def require_file(
+    uri: str, options: dict[str, Any] | None, what: str
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(fs, path) of a file that must exist; `what` names it in the error."""
+    from pipeline.errors import InputError
+
+    fs, path = get_fs(uri, options)
+    try:
+        found = fs.isfile(path)
+    except FileNotFoundError:
+        found = False
+    if not found:
+        raise InputError(f"{what} not found: {uri}")
+    return fs, path
+
+
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 

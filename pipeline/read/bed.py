@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import math
 import re
 import zlib
@@ -12,9 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline.errors import InputError
-from pipeline.storage import get_fs
+from pipeline.read.fastx import open_binary
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _INT = re.compile(r"[+-]?[0-9]+")
 _STRANDS = ("+", "-", ".")
 _HEADER_WORDS = ("track", "browser")
@@ -30,25 +27,6 @@ class Interval:
     name: str | None  # column 4 ('.' or absent -> None)
     score: float | None  # column 5 ('.' or absent -> None)
     strand: str  # column 6: '+', '-' or '.' ('.' when absent)
-
-
-@contextlib.contextmanager
-def _open(uri: str, storage_options: dict | None) -> Iterator[io.BufferedIOBase]:
-    """The file's bytes, gunzipped when it is gzip (by magic bytes, so .gz, .bgz or no suffix)."""
-    fs, path = get_fs(uri, storage_options)
-    try:
-        raw = fs.open(path, "rb")
-    except FileNotFoundError as e:
-        raise InputError(f"BED file not found: {uri}") from e
-    with raw:
-        magic = raw.read(2)
-        raw.seek(0)
-        if magic == _GZIP_MAGIC:
-            # GzipFile reads every member of a bgzip file, not just the first.
-            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                yield gz
-        else:
-            yield raw
 
 
 def _int(uri: str, lineno: int, what: str, text: str) -> int:
@@ -116,7 +94,7 @@ def iter_intervals(uri: str, storage_options: dict | None = None) -> Iterator[In
     """The intervals of a BED file, in file order; InputError naming `uri:line` on a bad one."""
     index = 0
     lineno = 0
-    with _open(uri, storage_options) as f:
+    with open_binary(uri, storage_options, "BED file") as f:
         try:
             for lineno, raw in enumerate(f, start=1):
                 try:

@@ -47,13 +47,16 @@ class Skipped:
 
 
 @contextlib.contextmanager
-def open_binary(uri: str, options: dict[str, Any] | None = None) -> Iterator[io.BufferedIOBase]:
-    """Open a file for reading, decompressing gzip (detected by magic bytes, not by name)."""
+def open_binary(
+    uri: str, options: dict[str, Any] | None = None, what: str = "input"
+) -> Iterator[io.BufferedIOBase]:
+    """Open a file for reading, decompressing gzip (detected by magic bytes, not by name, so
+    .gz, .bgz or no suffix; every member of a bgzip file). `what` names it when missing."""
     fs, path = get_fs(uri, options)
     try:
         raw = fs.open(path, "rb")
     except FileNotFoundError as e:
-        raise InputError(f"input not found: {uri}") from e
+        raise InputError(f"{what} not found: {uri}") from e
     with raw:
         magic = raw.read(2)
         raw.seek(0)

@@ -25,7 +25,7 @@ import fsspec
 import pyfaidx
 
 from pipeline.errors import InputError
-from pipeline.storage import get_fs, is_local
+from pipeline.storage import get_fs, is_local, require_file
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +186,7 @@ class Reference:
     @classmethod
     def prepare(cls, uri: str, storage_options: dict | None = None) -> dict[str, int]:
         """Check the reference and build its missing indexes (driver, once); its lengths."""
-        fs, path = get_fs(uri, storage_options)
-        try:
-            found = fs.isfile(path)
-        except FileNotFoundError:
-            found = False
-        if not found:
-            raise InputError(f"reference not found: {uri}")
+        fs, path = require_file(uri, storage_options, "reference")
         head = fs.cat_file(path, start=0, end=18)  # one ranged read, not a read-ahead block
         bgzf = _check_compression(uri, path, head)
         suffixes = [".fai", ".gzi"] if bgzf else [".fai"]

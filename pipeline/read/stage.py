@@ -177,12 +177,11 @@ class _ReadReport:
         )
 
 
-class RegionReadStage(Stage):
-    """A BED file -> interval rows (one task per file; sequences are read by the window stage
-    from the reference)."""
+class _LocusReadStage(Stage):
+    """A BED or VCF file -> rows of loci, one task per file; the window stage reads their
+    sequence from the reference. Batches are small, so windowing spreads over tasks."""
 
     needs = ("source",)
-    adds = tuple(INTERVAL_SCHEMA.names[1:])
 
     def __init__(
         self,
@@ -196,6 +195,12 @@ class RegionReadStage(Stage):
 
     def ray_spec(self) -> RaySpec:
         return RaySpec(batch_size=1)
+
+
+class RegionReadStage(_LocusReadStage):
+    """A BED file -> interval rows."""
+
+    adds = tuple(INTERVAL_SCHEMA.names[1:])
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         from pipeline.read.bed import iter_intervals
@@ -222,25 +227,11 @@ class RegionReadStage(Stage):
             out.report()
 
 
-class VariantReadStage(Stage):
-    """A VCF file -> one row per ALT allele (one task per file); alleles that cannot be
-    embedded (symbolic, breakends, no ALT) are listed as skipped with the reason."""
+class VariantReadStage(_LocusReadStage):
+    """A VCF file -> one row per ALT allele; alleles that cannot be embedded (symbolic,
+    breakends, no ALT) are listed as skipped with the reason."""
 
-    needs = ("source",)
     adds = tuple(ALLELE_SCHEMA.names[1:])
-
-    def __init__(
-        self,
-        storage_options: dict[str, Any] | None = None,
-        stats: StatsSink | None = None,
-        max_batch_records: int = 1024,
-    ):
-        self.storage_options = storage_options
-        self.stats = stats or StatsSink()
-        self.max_batch_records = max_batch_records
-
-    def ray_spec(self) -> RaySpec:
-        return RaySpec(batch_size=1)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         from pipeline.read.vcf import SkippedVariant, iter_variants

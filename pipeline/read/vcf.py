@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cyvcf2
 
 from pipeline.errors import InputError
-from pipeline.storage import get_fs, is_local
+from pipeline.storage import is_local, require_file
 
 _DNA = re.compile(r"[ACGTN]+")
 
@@ -73,13 +73,7 @@ def _skip_reason(ref: str, alt: str) -> str | None:
 def _local_path(uri: str, storage_options: dict | None) -> Iterator[str]:
     """A local path to the file: itself, or a temporary copy of a remote one (htslib opens
     remote files on its own, without our fsspec settings)."""
-    fs, path = get_fs(uri, storage_options)
-    try:
-        found = fs.isfile(path)
-    except FileNotFoundError:
-        found = False
-    if not found:
-        raise InputError(f"VCF not found: {uri}")
+    fs, path = require_file(uri, storage_options, "VCF")
     if is_local(fs):
         yield path
         return

@@ -8,27 +8,19 @@ the span only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 
 from pipeline.config import WindowConfig
-from pipeline.errors import InputError
-from pipeline.read.fastx import normalise
-from pipeline.read.reference import Reference
-from pipeline.stages import Stage, StatsSink, report_key
-from pipeline.window.stage import RC_COLUMN, Rows
+from pipeline.stages import StatsSink
+from pipeline.window.loci import LocusWindowStage
+from pipeline.window.stage import RC_COLUMN, WINDOW_SCHEMA, Rows
 from pipeline.window.windows import flanked, mirror, reverse_complement, row_id
 
 REGION_SCHEMA = pa.schema(
     [
-        ("chunk_id", pa.string()),
-        ("source", pa.string()),
-        ("seq_id", pa.string()),
-        ("start", pa.int64()),
-        ("end", pa.int64()),
-        ("strand", pa.string()),
+        *(f for f in WINDOW_SCHEMA if f.name != "sequence"),
         ("name", pa.string()),
         ("score", pa.float64()),
         ("bed_strand", pa.string()),
@@ -36,7 +28,7 @@ REGION_SCHEMA = pa.schema(
         ("window_end", pa.int64()),
         ("span_start", pa.int64()),
         ("span_end", pa.int64()),
-        ("sequence", pa.large_string()),
+        WINDOW_SCHEMA.field("sequence"),
     ]
 )
 REGION_MERGE_SCHEMA = REGION_SCHEMA.append(pa.field(RC_COLUMN, pa.large_string()))
@@ -57,9 +49,11 @@ REGION_COLUMNS = (
 )
 
 
-class RegionWindowStage(Stage):
+class RegionWindowStage(LocusWindowStage):
     needs = ("source", "seq_id", "record_index", "start", "end", "name", "score", "bed_strand")
     adds = ("chunk_id", "strand", "window_start", "window_end", "span_start", "span_end")
+    skip_keys = ("source", "seq_id", "start", "end")
+    schema, merge_schema = REGION_SCHEMA, REGION_MERGE_SCHEMA
 
     def __init__(
         self,
@@ -72,62 +66,21 @@ class RegionWindowStage(Stage):
         stats: StatsSink | None = None,
         max_interval: int | None = None,
     ):
-        self.cfg = cfg
+        super().__init__(cfg, model_key, reference, storage_options, input_cfg, stats)
         self.stranded = stranded
-        self.model_key = model_key
-        self.reference_uri = reference
-        self.storage_options = storage_options
-        self.invalid_chars = str(input_cfg.invalid_chars)
-        self.ambiguity_codes = str(input_cfg.ambiguity_codes)
-        self.on_error = str(input_cfg.on_error)
-        self.stats = stats or StatsSink()
         # embed.per_token: the longest interval whose tokens a row may store.
         self.max_interval = max_interval
-        self.reference: Reference | None = None
 
-    def setup(self) -> None:
-        self.reference = Reference(self.reference_uri, self.storage_options)
+    def where(self, row: dict) -> str:
+        return (
+            f"{row['source']}: interval {row['record_index']} "
+            f"({row['seq_id']}:{row['start']}-{row['end']}, 0-based)"
+        )
 
-    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
-        self.ensure_setup()
-        self.check_columns(batch)
-        out = Rows(REGION_MERGE_SCHEMA if self.cfg.merge_strands else REGION_SCHEMA)
-        lengths = self.reference.lengths()
-        for row in batch.to_pylist():
-            reason = self._region(row, lengths, out)
-            if reason is not None:
-                if self.on_error != "skip":
-                    raise InputError(f"{_where(row)}: {reason}")
-                out.skipped.append(
-                    {
-                        "source": row["source"],
-                        "seq_id": row["seq_id"],
-                        "start": row["start"],
-                        "end": row["end"],
-                        "reason": reason,
-                    }
-                )
-            if len(out) >= self.cfg.batch_windows:
-                yield out.emit()
-        if len(out):
-            yield out.emit()
-        if batch.num_rows:
-            first = batch.column("record_index")[0].as_py()
-            self.stats.put(
-                report_key("window", batch.column("source")[0].as_py(), first),
-                {
-                    **out.counts,
-                    "records_windowed": batch.num_rows,
-                    "records_skipped": len(out.skipped),
-                    "skipped": out.skipped,
-                },
-            )
-
-    def _region(self, row: dict, lengths: dict[str, int], out: Rows) -> str | None:
-        """The interval's row(s) into `out`; why it was skipped, or None."""
+    def _locus(self, row: dict, lengths: dict[str, int], out: Rows) -> str | None:
         seq_id, start, end = row["seq_id"], row["start"], row["end"]
-        if seq_id not in lengths:
-            return f"contig {seq_id!r} is not in the reference {self.reference_uri}"
+        if missing := self.missing_contig(seq_id, lengths):
+            return missing
         length = lengths[seq_id]
         if end > length:
             return f"interval ends at {end}, past the end of {seq_id} ({length} bases)"
@@ -137,13 +90,7 @@ class RegionWindowStage(Stage):
                 f"embed.per_token_max_tokens={self.max_interval} (embed.per_token)"
             )
         w0, w1 = flanked(start, end, self.cfg.flank, length)
-        forward = normalise(
-            self.reference.fetch(seq_id, w0, w1),
-            seq_id,
-            self.reference_uri,
-            self.invalid_chars,
-            self.ambiguity_codes,
-        )
+        forward = self.fetch(seq_id, w0, w1)
         span = (start - w0, end - w0)
         if self.cfg.reverse_complement is True:
             strands = ("+", "-")
@@ -181,10 +128,3 @@ class RegionWindowStage(Stage):
                 rec[RC_COLUMN] = reverse_complement(seq)
             out.add(**rec)
         return None
-
-
-def _where(row: dict) -> str:
-    return (
-        f"{row['source']}: interval {row['record_index']} "
-        f"({row['seq_id']}:{row['start']}-{row['end']}, 0-based)"
-    )

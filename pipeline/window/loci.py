@@ -1,0 +1,107 @@
+"""What the region and variant window stages share: an indexed reference read on the worker,
+one input row at a time, rows that cannot be embedded skipped or refused by input.on_error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from pipeline.config import WindowConfig
+from pipeline.errors import InputError
+from pipeline.read.fastx import normalise
+from pipeline.read.reference import Reference
+from pipeline.stages import Stage, StatsSink, report_key
+from pipeline.window.stage import Rows
+
+
+class LocusWindowStage(Stage):
+    """Windows of loci (BED intervals, VCF alleles) read from `reference`. A subclass says
+    how one input row becomes rows (`_locus`), and what a skipped one lists (`skip_keys`)."""
+
+    skip_keys: ClassVar[tuple[str, ...]] = ()
+    # What tells one input row from every other (its report key).
+    id_keys: ClassVar[tuple[str, ...]] = ("source", "record_index")
+    schema: ClassVar[pa.Schema]
+    merge_schema: ClassVar[pa.Schema]
+
+    def __init__(
+        self,
+        cfg: WindowConfig,
+        model_key: str,
+        reference: str,
+        storage_options: dict[str, Any] | None,
+        input_cfg: Any,
+        stats: StatsSink | None = None,
+    ):
+        self.cfg = cfg
+        self.model_key = model_key
+        self.reference_uri = reference
+        self.storage_options = storage_options
+        self.invalid_chars = str(input_cfg.invalid_chars)
+        self.ambiguity_codes = str(input_cfg.ambiguity_codes)
+        self.on_error = str(input_cfg.on_error)
+        self.stats = stats or StatsSink()
+        self.reference: Reference | None = None
+
+    def setup(self) -> None:
+        self.reference = Reference(self.reference_uri, self.storage_options)
+
+    def fetch(self, seq_id: str, start: int, end: int) -> str:
+        """Reference bases, normalised as input.invalid_chars and ambiguity_codes say."""
+        return normalise(
+            self.reference.fetch(seq_id, start, end),
+            seq_id,
+            self.reference_uri,
+            self.invalid_chars,
+            self.ambiguity_codes,
+        )
+
+    def group(self, row: dict) -> Any:
+        """Rows of one group stay in one output batch (default: every row its own)."""
+        return None
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        self.ensure_setup()
+        self.check_columns(batch)
+        out = Rows(self.merge_schema if self.cfg.merge_strands else self.schema)
+        lengths = self.reference.lengths()
+        previous = object()
+        for row in batch.to_pylist():
+            here = self.group(row)
+            if len(out) >= self.cfg.batch_windows and (here is None or here != previous):
+                yield out.emit()
+            previous = here
+            reason = self._locus(row, lengths, out)
+            if reason is None:
+                continue
+            if self.on_error != "skip":
+                raise InputError(f"{self.where(row)}: {reason}; input.on_error=skip skips it")
+            out.skipped.append({**{k: row[k] for k in self.skip_keys}, "reason": reason})
+        if len(out):
+            yield out.emit()
+        if batch.num_rows:
+            # Keyed by the batch's first input row: a retried task overwrites its report.
+            first = batch.slice(0, 1).to_pylist()[0]
+            self.stats.put(
+                report_key("window", *(first[k] for k in self.id_keys)),
+                {
+                    **out.counts,
+                    "records_windowed": batch.num_rows,
+                    "records_skipped": len(out.skipped),
+                    "skipped": out.skipped,
+                },
+            )
+
+    def _locus(self, row: dict, lengths: dict[str, int], out: Rows) -> str | None:
+        """The input row's window row(s) into `out`; why it was skipped, or None."""
+        raise NotImplementedError
+
+    def where(self, row: dict) -> str:
+        raise NotImplementedError
+
+    def missing_contig(self, seq_id: str, lengths: dict[str, int]) -> str | None:
+        if seq_id not in lengths:
+            return f"contig {seq_id!r} is not in the reference {self.reference_uri}"
+        return None
