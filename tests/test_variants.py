@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.embed.reference import HFReferenceEmbedder
+from pipeline.load.__main__ import summarize
 from pipeline.load.loader import load_embeddings, read_manifest
 from pipeline.run import run
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec
@@ -147,6 +148,9 @@ def test_variant_manifest_skips_and_shared_windows(variants_run):
     # The three ALTs at POS 7000 share their reference window: embedded once, not three times.
     assert c["engine_requests"] == 12 and c["engine_requests_shared"] == 2
     assert any("embedding -> embedding_cosine, embedding_l2" in line for line in lines)
+    text = summarize(str(out))
+    assert "embedding_cosine: min" in text and "first rows (pos 1-based" in text
+    assert "skipped chrA:8000" in text and "symbolic allele <DEL>" in text
 
 
 def test_a_ref_mismatch_fails_with_exit_code_2_naming_the_record(

@@ -378,3 +378,64 @@ def test_per_token_states_of_spans_tiles_and_strands_match_hf(
             rel = np.linalg.norm(g - expected[:, li]) / np.linalg.norm(expected[:, li])
             assert rel < 2e-3, (k, row, rel)  # float16 storage
     assert out.schema.field("tokens_l1").type == pa.large_list(pa.list_(pa.float16(), 256))
+
+
+def test_variant_scores_with_merged_strands_match_hf(layer_stage, tiny_model, genome_fasta):
+    """Variants with window.reverse_complement=merge: each of the reference and alternate
+    embeddings is the mean of its two strands, then scored in float64."""
+    from pipeline.config import InputKind
+
+    (rec,) = list(iter_records(str(genome_fasta)))
+    ref = rec.sequence[2000:2600]
+    alts = [
+        ref[:300] + ("A" if ref[300] != "A" else "C") + ref[301:],
+        ref[:300] + ref[303:] + "G" * 3,
+    ]
+    tok = DnaTokenizer(TokenizerSpec(tiny_model))
+
+    def enc(seqs):
+        return tok.encode(pa.array(seqs, pa.large_string()))
+
+    n = len(alts)
+    table = pa.table(
+        {
+            "chunk_id": [f"v{i}" for i in range(n)],
+            "source": ["x.vcf"] * n,
+            "seq_id": ["chrA"] * n,
+            "pos": pa.array([2301] * n, pa.int64()),
+            "id": ["snv", "del"],
+            "ref": [ref[300], ref[300:303]],
+            "alt": [alts[0][300], ref[300]],
+            "start": pa.array([2000] * n, pa.int64()),
+            "end": pa.array([2600] * n, pa.int64()),
+            "strand": ["+"] * n,
+            "n_tokens": pa.array([600] * n, pa.int32()),
+            "token_ids": enc([ref] * n),
+            "token_ids_rc": enc([reverse_complement(ref)] * n),
+            "token_ids_alt": enc(alts),
+            "token_ids_alt_rc": enc([reverse_complement(a) for a in alts]),
+        }
+    )
+    stage = copy.copy(layer_stage)
+    stage.kind = InputKind.variants
+    out = stage.embed_windows(table)
+    # The reference window (both strands) is shared by the two rows: embedded once.
+    assert len(stage.last_requests.prompts) == 2 + 2 * n
+    hf = HFReferenceEmbedder(tiny_model, dtype="float32")
+
+    def both(seqs):
+        f = hf.pooled(enc(seqs).to_pylist(), LAYERS, POOLINGS)
+        r = hf.pooled(enc([reverse_complement(s) for s in seqs]).to_pylist(), LAYERS, POOLINGS)
+        return ((f + r) / 2).astype(np.float64)
+
+    want_ref, want_alt = both([ref])[0], both(alts)
+    for c in layer_stage.columns:
+        a = want_ref[LAYERS.index(c.layer), POOLINGS.index(c.pooling)]
+        for i in range(n):
+            b = want_alt[i, LAYERS.index(c.layer), POOLINGS.index(c.pooling)]
+            cos = 1 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+            l2 = np.linalg.norm(a - b)
+            assert out.column(f"{c.column}_l2")[i].as_py() == pytest.approx(l2, rel=1e-3, abs=1e-6)
+            assert out.column(f"{c.column}_cosine")[i].as_py() == pytest.approx(
+                cos, rel=2e-2, abs=1e-7
+            ), (c.column, i)
