@@ -304,7 +304,7 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
         TokenizeStage(
             p.tokenizer,
             cfg.model.max_model_len,
-            cfg.embed.max_batch_tokens,
+            pack_budget(cfg),
             tiled=p.kind == InputKind.regions,
         ),
         embed,
@@ -320,6 +320,15 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
             ROW_ORDER[str(p.kind)],
         ),
     ]
+
+
+def pack_budget(cfg: Config) -> int:
+    """Tokens per pack: embed.max_batch_tokens, or with embed.per_token at most
+    embed.per_token_max_tokens (a pack's per-token states travel back whole: float32, layers x
+    hidden per token)."""
+    if cfg.embed.per_token:
+        return min(cfg.embed.max_batch_tokens, cfg.embed.per_token_max_tokens)
+    return cfg.embed.max_batch_tokens
 
 
 def build_dataset(p: Plan, stats: StatsSink, done: Any = None) -> Any:

@@ -344,3 +344,11 @@ def test_cli_prints_config_and_help(capsys, tmp_path, monkeypatch):
     assert "  window.size=8192\n      Bases per window." in text
     assert "--multirun" in text and "--config-dir" in text
     assert not (tmp_path / "outputs").exists()  # nothing ran
+
+
+def test_per_token_packs_are_bounded():
+    from pipeline.run import pack_budget
+
+    v = to_config(compose([*VARIANTS, "embed.per_token=true", "embed.per_token_max_tokens=9000"]))
+    assert pack_budget(v) == 9000
+    assert pack_budget(to_config(compose(VARIANTS))) == 1048576
