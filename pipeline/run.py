@@ -29,17 +29,20 @@ from pipeline.console import (
 )
 from pipeline.embed.engine import FINGERPRINTED_KEYS, EngineSpec, check_engine_kwargs
 from pipeline.embed.outputs import (
+    ALLELES,
     ARCHITECTURE,
     CONFIG_KEY,
+    METRICS,
     SUPPORTED_ARCHITECTURES,
     DeviceHead,
     EmbeddingColumn,
     embedding_columns,
     is_native,
     resolve_layers,
+    suffixed,
 )
 from pipeline.embed.placement import ActorShape, check_placement
-from pipeline.embed.stage import METRICS, EmbedStage
+from pipeline.embed.stage import EmbedStage
 from pipeline.errors import ConfigError
 from pipeline.models import model_layout, resolve_model_path, resolve_tokenizer_path
 from pipeline.read.reference import Reference
@@ -435,9 +438,9 @@ def manifest_embeddings(p: Plan) -> list[dict]:
     if not p.cfg.variants.keep_embeddings:
         return []
     return [
-        {**asdict(c), "column": f"{c.column}_{allele}", "allele": allele}
+        {**asdict(c), "column": suffixed(c.column, allele), "allele": allele}
         for c in p.columns
-        for allele in ("ref", "alt")
+        for allele in ALLELES
     ]
 
 
@@ -446,7 +449,7 @@ def manifest_scores(p: Plan) -> list[dict]:
     if p.kind != InputKind.variants:
         return []
     return [
-        {"column": f"{c.column}_{m}", "embedding": c.column, "metric": m}
+        {"column": suffixed(c.column, m), "embedding": c.column, "metric": m}
         for c in p.columns
         for m in METRICS
     ]
@@ -472,9 +475,7 @@ def header(p: Plan) -> str:
     elif p.kind == InputKind.variants:
         first += f" on {cfg.input.reference}"
         shape = f"ref and alt windows of {cfg.window.size}"
-        what += " -> " + ", ".join(
-            f"{c}_{m}" for c in (c.column for c in p.columns) for m in METRICS
-        )
+        what += " -> " + ", ".join(suffixed(c.column, m) for c in p.columns for m in METRICS)
     else:
         shape = f"window {cfg.window.size} every {cfg.window.step}"
     lines = [

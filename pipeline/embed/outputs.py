@@ -29,6 +29,16 @@ SPAN_KEY = "dnaembed_span"
 TOKENS_KEY = "dnaembed_tokens"
 
 
+# Variants: per embedding column E, the scores E_<metric> and, kept, E_<allele>.
+METRICS = ("cosine", "l2")
+ALLELES = ("ref", "alt")
+
+
+def suffixed(column: str, what: str) -> str:
+    """A variant column of embedding column `column`: `E_cosine`, `E_l2`, `E_ref`, `E_alt`."""
+    return f"{column}_{what}"
+
+
 def tokens_column(layer: int, suffix: str = "") -> str:
     """The per-token column of a layer: `tokens_l<k>` (variants: `..._ref`, `..._alt`)."""
     return f"tokens_l{layer}{suffix}"

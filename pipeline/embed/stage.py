@@ -20,11 +20,14 @@ import pyarrow.compute
 from pipeline.config import EmbedConfig, InputKind, actor_range
 from pipeline.embed.engine import EngineSpec, build_llm, engine_env
 from pipeline.embed.outputs import (
+    ALLELES,
     DEFAULT_COLUMN,
+    METRICS,
     SPAN_KEY,
     TOKENS_KEY,
     DeviceHead,
     EmbeddingColumn,
+    suffixed,
     tokens_column,
 )
 from pipeline.stages import RaySpec, Stage, StageActor, StatsSink, report_key
@@ -37,8 +40,6 @@ from pipeline.write.layout import OUTPUT_COLUMNS, embedding_array
 
 # Token id columns, and which embedding of the row each one feeds (strands are averaged).
 ROLES = {"token_ids": "ref", RC_IDS: "ref", ALT_IDS: "alt", ALT_RC_IDS: "alt"}
-# Variant scores per embedding column E: E_cosine, E_l2.
-METRICS = ("cosine", "l2")
 
 
 class EmbeddingMismatch(RuntimeError):
@@ -49,9 +50,9 @@ def variant_columns(columns: list[EmbeddingColumn], keep_embeddings: bool) -> li
     """The written columns of a variant run, per embedding column E."""
     out = []
     for c in columns:
-        out += [f"{c.column}_{m}" for m in METRICS]
+        out += [suffixed(c.column, m) for m in METRICS]
         if keep_embeddings:
-            out += [f"{c.column}_ref", f"{c.column}_alt"]
+            out += [suffixed(c.column, a) for a in ALLELES]
     return out
 
 
@@ -108,7 +109,7 @@ class EmbedStage(Stage):
         else:
             adds = [c.column for c in self.columns]
         if per_token:
-            suffixes = ("_ref", "_alt") if self.kind == InputKind.variants else ("",)
+            suffixes = [f"_{a}" for a in ALLELES] if self.kind == InputKind.variants else [""]
             adds += [tokens_column(k, x) for k in self._head().layers for x in suffixes]
         self.adds = tuple(adds)
         self.llm: Any = None
@@ -152,8 +153,12 @@ class EmbedStage(Stage):
     def embed_windows(self, windows: pa.Table) -> pa.Table:
         """Rows with `token_ids` (and any other token id column, see ROLES) -> the written
         columns: the row's own, then one per embedding (or, for variants, its scores)."""
+        return self.embed(windows)[0]
+
+    def embed(self, windows: pa.Table) -> tuple[pa.Table, _Requests]:
+        """embed_windows, and the distinct requests the engine ran for it."""
         self.ensure_setup()
-        self.last_requests = requests = _Requests()
+        requests = _Requests()
         uses = {}
         for column in (c for c in ROLES if c in windows.column_names):
             uses[column] = self._requests(windows, column, requests)
@@ -173,16 +178,15 @@ class EmbedStage(Stage):
         if self.kind != InputKind.variants:
             for c, part in zip(self.columns, self._split(emb["ref"]), strict=True):
                 out = out.append_column(c.column, embedding_array(part))
-            return self._add_tokens(out, per_token)
+            return self._add_tokens(out, per_token), requests
         refs, alts = self._split(emb["ref"]), self._split(emb["alt"])
         for c, ref, alt in zip(self.columns, refs, alts, strict=True):
-            cosine, l2 = _scores(ref, alt)
-            out = out.append_column(f"{c.column}_cosine", pa.array(cosine, pa.float64()))
-            out = out.append_column(f"{c.column}_l2", pa.array(l2, pa.float64()))
+            for metric, values in zip(METRICS, _scores(ref, alt), strict=True):
+                out = out.append_column(suffixed(c.column, metric), pa.array(values, pa.float64()))
             if self.keep_embeddings:
-                out = out.append_column(f"{c.column}_ref", embedding_array(ref))
-                out = out.append_column(f"{c.column}_alt", embedding_array(alt))
-        return self._add_tokens(out, per_token)
+                for allele, vectors in zip(ALLELES, (ref, alt), strict=True):
+                    out = out.append_column(suffixed(c.column, allele), embedding_array(vectors))
+        return self._add_tokens(out, per_token), requests
 
     def _add_tokens(self, out: pa.Table, per_token: dict[str, list]) -> pa.Table:
         """embed.per_token: one float16 [tokens, hidden] list per row and layer (strands
@@ -336,12 +340,11 @@ class EmbedStage(Stage):
         self.check_columns(batch)
         windows = unpack(batch)
         t0 = time.time()
-        out = self.embed_windows(windows)
+        out, req = self.embed(windows)
         t1 = time.time()
         if out.num_rows:
             # Engine requests that completed, and when: keyed by pack, so a retried pack
             # counts once.
-            req = self.last_requests
             self.stats.put(
                 report_key("embed", out.column("chunk_id")[0].as_py()),
                 {

@@ -309,8 +309,8 @@ def test_a_region_longer_than_the_model_is_tiled_and_merged_exactly(
     seq = rec.sequence[15000:16000]
     ids = DnaTokenizer(TokenizerSpec(tiny_model)).encode(pa.array([seq], pa.large_string()))
     stage = region_stage(layer_stage, max_model_len=300, flank=50)
-    out = stage.embed_windows(region_table(ids, [(100, 900)]))
-    assert len(stage.last_requests.prompts) == 4
+    out, requests = stage.embed(region_table(ids, [(100, 900)]))
+    assert len(requests.prompts) == 4
     tokens = ids.to_pylist()[0]
     hf = HFReferenceEmbedder(tiny_model, dtype="float32")
     tiles, spans = [], []
@@ -418,9 +418,9 @@ def test_variant_scores_with_merged_strands_match_hf(layer_stage, tiny_model, ge
     )
     stage = copy.copy(layer_stage)
     stage.kind = InputKind.variants
-    out = stage.embed_windows(table)
+    out, requests = stage.embed(table)
     # The reference window (both strands) is shared by the two rows: embedded once.
-    assert len(stage.last_requests.prompts) == 2 + 2 * n
+    assert len(requests.prompts) == 2 + 2 * n
     hf = HFReferenceEmbedder(tiny_model, dtype="float32")
 
     def both(seqs):
