@@ -12,7 +12,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.read.fastx import normalise
 from pipeline.window.loci import LocusWindowStage
 from pipeline.window.stage import RC_COLUMN, Rows
 from pipeline.window.windows import (
@@ -90,11 +89,10 @@ class VariantWindowStage(LocusWindowStage):
             return f"REF {ref} does not match the reference, which has {found} there"
         start, end = variant_window(pos, self.cfg.size, length)
         forward = self.fetch(seq_id, start, end)
+        # Its reference pieces come normalised from fetch(); ALT is upper-case A, C, G, T, N
+        # already (the VCF reader skips any other allele), so the window needs no second pass.
         alt_seq = alt_window_sequence(
             lambda a, b: self.fetch(seq_id, a, b), start, pos, ref, alt, self.cfg.size, length
-        )
-        alt_seq = normalise(
-            alt_seq, seq_id, row["source"], self.invalid_chars, self.ambiguity_codes
         )
         strands = ("+", "-") if self.cfg.reverse_complement is True else ("+",)
         for strand in strands:
