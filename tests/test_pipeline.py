@@ -177,7 +177,14 @@ def test_manifest_accounts_for_every_record(first_run, corpus):
     assert [k["start_s"] for k in packs] == sorted(k["start_s"] for k in packs)
     assert packs[0]["start_s"] == 0 and all(k["tokens_per_s"] > 0 for k in packs)
     # Timings, not diagnostics: no CPU sampling in a default run.
-    assert all(set(k) == {"start_s", "s", "windows", "tokens", "tokens_per_s"} for k in packs)
+    assert all(
+        set(k) == {"engine", "start_s", "s", "windows", "tokens", "tokens_per_s"} for k in packs
+    )
+    # When each engine started, imported vLLM, was built and ready: before its first pack.
+    (start,) = engine["starts"]
+    assert {k["engine"] for k in packs} == {start["engine"]}
+    assert start["t0"] <= start["imported"] <= start["built"] <= start["ready"]
+    assert start["ready"] <= engine["first_pack_t0"] < engine["first_pack_t1"]
 
 
 def test_embeddings_match_the_hf_reference(first_run, corpus, tiny_model):

@@ -8,7 +8,9 @@ takes (their span poolings merged exactly). Identical windows in a pack are embe
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,13 +144,46 @@ class EmbedStage(Stage):
         )
 
     def setup(self) -> None:
+        t0 = time.time()
         from vllm.inputs import TokensPrompt
 
+        t1 = time.time()
         self.llm = build_llm(self.spec)
+        t2 = time.time()
         # One tiny request first, so the first real pack does not pay for lazy initialisation.
         self.llm.encode(
             [TokensPrompt(prompt_token_ids=[0] * 16)], pooling_task="embed", use_tqdm=False
         )
+        # When this engine started, imported vLLM, built the engine and was ready: what a
+        # run's start-up is made of (the scale benchmark draws it).
+        self.stats.put(
+            report_key("engine_start", self.engine_id),
+            {
+                "engine_starts": [
+                    {
+                        "engine": self.engine_id,
+                        "t0": t0,
+                        "imported": t1,
+                        "built": t2,
+                        "ready": time.time(),
+                    }
+                ]
+            },
+        )
+
+    @functools.cached_property
+    def engine_id(self) -> str:
+        """This engine's name in the run's timings: its Ray actor, or its process."""
+        try:
+            import ray
+
+            if ray.is_initialized():
+                actor = ray.get_runtime_context().get_actor_id()
+                if actor:
+                    return actor[:12]
+        except ImportError:
+            pass
+        return f"pid{os.getpid()}"
 
     def embed_windows(self, windows: pa.Table) -> pa.Table:
         """Rows with `token_ids` (and any other token id column, see ROLES) -> the written
@@ -357,7 +392,13 @@ class EmbedStage(Stage):
                     "engine_t0": [t0],
                     "engine_t1": [t1],
                     "engine_packs": [
-                        {"t0": t0, "s": t1 - t0, "windows": out.num_rows, "tokens": req.tokens}
+                        {
+                            "engine": self.engine_id,
+                            "t0": t0,
+                            "s": t1 - t0,
+                            "windows": out.num_rows,
+                            "tokens": req.tokens,
+                        }
                     ],
                 },
             )

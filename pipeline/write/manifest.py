@@ -152,12 +152,20 @@ def engine_timing(stats: dict) -> dict:
         "busy_s": round(stats.get("engine_busy_s", 0.0), 3),
         "span_s": round(span, 3),
         "tokens_per_s": round(tokens / span, 1) if span > 0 else None,
+        # Wall-clock (epoch) seconds, so a run's start-up can be read against its launch.
+        "first_pack_t0": round(min(t0), 3) if t0 else None,
+        "first_pack_t1": round(min(t1), 3) if t1 else None,
+        "starts": [
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
+            for s in sorted(stats.get("engine_starts", []), key=lambda s: s["t0"])
+        ],
     }
     packs = sorted(stats.get("engine_packs", []), key=lambda k: k["t0"])
     if packs and len(packs) <= MAX_PACKS_LISTED:
         # Each pack's own rate: where a run is slower than its engine, this shows which packs.
         out["per_pack"] = [
             {
+                "engine": k.get("engine"),
                 "start_s": round(k["t0"] - packs[0]["t0"], 3),
                 "s": round(k["s"], 3),
                 "windows": k["windows"],
@@ -169,4 +177,4 @@ def engine_timing(stats: dict) -> dict:
     return out
 
 
-MAX_PACKS_LISTED = 256  # beyond this the manifest keeps only the totals
+MAX_PACKS_LISTED = 2048  # beyond this the manifest keeps only the totals
