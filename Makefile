@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(PY) -m pipeline model=tiny \
 		input='[pipeline/demo/NC_045512.2.fasta,pipeline/demo/reads.fastq.gz]' \
 		output=$(DEMO_OUT) output.mode=overwrite \
-		window.size=2048 window.stride=1536 embed.max_batch_tokens=16384 \
+		window.size=2048 window.stride=1536 \
 		output.rows_per_shard=16
 	$(PY) -m pipeline.load $(DEMO_OUT)
 

@@ -37,6 +37,7 @@ def _engine_spec(spec: dict):
         device=spec["device"],
         engine_kwargs=dict(spec.get("engine_kwargs", {})),
         gpu_memory_utilization=spec.get("gpu_memory_utilization"),
+        quantization=spec.get("quantization"),
     )
 
 

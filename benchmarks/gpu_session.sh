@@ -22,6 +22,11 @@
 #   layers-10b          nvidia-h200-x2   8 min   layers and poolings, 10B, TP=2 (session 6)
 #   loci-1_2b           nvidia-h200      5 min   regions and variants, 1.2B (session 7)
 #   loci-10b            nvidia-h200      7 min   regions and variants, 10B (session 7)
+#   startup-1_2b        nvidia-h200      6 min   start-up, 1.2B: fresh, second, old defaults (8)
+#   startup-10b         nvidia-h200      9 min   start-up 10B; FP8 and compiled vs eager (8)
+#   tp2                 nvidia-h200-x2   4 min   10B TP=2 through the CLI (session 8)
+#   scale               nvidia-h200-x2   7 min   the user's command at scale: 1.2B, 160 Mbp,
+#                                                2 engines, against 2 x the bare engine
 #
 # A device call lasts at most 600 s and every mode fits in one, with `prep` run first on the
 # same machine (a mode builds any model it lacks, but that eats into its 600 s: the 10B model
@@ -292,10 +297,85 @@ case "$MODE" in
     cat "$OUT/loci.log" | grep -vE '^\s*$' | tail -20
     (cd "$LOCI_WORK" && tar czf "$OUT/logs-$MODE.tar.gz" log-*.txt)
     ;;
+  scale)
+    # Tables: the user's command at scale (benchmarks/scale.py): `python -m pipeline` on one
+    #   plain-gzip FASTA of 160 Mbp (two 64 Mbp records, 1,000 contigs), 1.2B shape, 2 engines
+    #   (one per GPU), against the bare engine on one pack's worth of 8192-token windows (run
+    #   first: it also warms vLLM's compile cache). Start-up per engine, idle gaps between
+    #   packs, GPU utilisation sampled every 0.5 s.
+    # Machine: nvidia-h200-x2. About 7 min (an estimate: ~1 min for the model and the bare
+    #   engine, ~1 min of engine start, ~3 min of 160 M tokens at 2 x ~450k tok/s).
+    # Writes: scale.json, scale.png (without matplotlib on the machine: redraw it elsewhere,
+    #   python -m benchmarks.scale --plot scale.json), logs-scale.tar.gz (this mode's output,
+    #   the CLI's, its dnaembed.log and the bare engine's log). The model is shared with prep.
+    timeout 580 python3 -m benchmarks.scale --device cuda --model genos_1_2b --bases 160000000 \
+      --engines 2 --timeout 450 --work "$W" --out "$OUT" > "$OUT/scale.log" 2>&1
+    grep -vE '^\s*$' "$OUT/scale.log" | tail -40
+    tar -czf "$OUT/logs-scale.tar.gz" --ignore-failed-read "$OUT"/scale*.log \
+      "$W"/scale-hydra/*.log "$W"/scale-bare/*.log 2>/dev/null
+    rm -f "$OUT"/*.log
+    ;;
+  startup-1_2b)
+    # Tables: "Start-up" (eighth session): launch to the first pack's embeddings, 1.2B shape,
+    #   one engine, 4 Mbp gzip FASTA: the first run on a fresh machine (nothing cached but
+    #   the model just built), a second run, and the earlier defaults (compiled engine, engine
+    #   core in a process of its own) twice (cold then warm compile cache); the bare engine last.
+    # Machine: nvidia-h200, run first after the kit is staged. About 6 min.
+    # Writes: startup-{cold,warm,old-cold,old-warm}.json and .png, logs-startup-1_2b.tar.gz.
+    export CUDA_VISIBLE_DEVICES=0
+    S="python3 -m benchmarks.scale --device cuda --model genos_1_2b --bases 4000000 --contigs 20"
+    S="$S --engines 1 --timeout 200 --work $W"
+    OLD="--set +embed.engine_kwargs.enforce_eager=false"
+    OLD="$OLD --set +embed.env_vars.VLLM_ENABLE_V1_MULTIPROCESSING=1"
+    for run in cold warm old-cold old-warm; do
+      case $run in
+        cold) extra="--bare none" ;;
+        warm) extra="--bare last" ;;
+        old-*) extra="--bare none $OLD" ;;
+      esac
+      timeout 280 $S $extra --out "$W/st-$run" > "$W/startup-$run.log" 2>&1
+      cp "$W/st-$run/scale.json" "$OUT/startup-$run.json" 2>/dev/null
+      cp "$W/st-$run/scale.png" "$OUT/startup-$run.png" 2>/dev/null
+      grep -E 'start-up|wall|steady|bare' "$W/startup-$run.log" | head -8
+    done
+    pack_logs startup-1_2b
+    ;;
+  startup-10b)
+    # Tables: "Start-up" 10B row; "FP8, 10B shape" (engine bf16, engine fp8, compiled bf16,
+    #   against HF float32 and HF bf16 on the sample windows; MFU).
+    # Machine: nvidia-h200, after startup-1_2b. About 9 min (the 10B model is built first).
+    # Writes: startup-10b.json/.png, fp8-10b.json, report.json, logs-startup-10b.tar.gz.
+    export CUDA_VISIBLE_DEVICES=0
+    build_models genos_10b uniform
+    timeout 200 python3 -m benchmarks.scale --device cuda --model genos_10b --bases 2000000 \
+      --contigs 20 --engines 1 --bare none --timeout 180 --work "$W" --out "$W/st-10b" \
+      > "$W/startup-10b.log" 2>&1
+    cp "$W/st-10b/scale.json" "$OUT/startup-10b.json"; cp "$W/st-10b/scale.png" "$OUT/startup-10b.png"
+    V='{"engine:fp8": {"contender": "engine", "spec": {"quantization": "fp8"}},
+        "engine:compiled": {"contender": "engine", "spec": {"engine_kwargs": {"enforce_eager": false}}}}'
+    bench fp8 fp8-10b 380 --timeout 200 --models genos_10b --workloads uniform --no-warm-caches \
+      --variants "$V" --contenders engine,engine:fp8,engine:compiled,hf_today,hf_fp32
+    summary "$OUT"/fp8-10b.log "$W/startup-10b.log"
+    pack_logs startup-10b
+    ;;
+  tp2)
+    # Tables: "Start-up" and "End to end" TP=2 rows: 10B shape, one engine over both GPUs
+    #   (engine core in the actor's process, eager, NCCL all-reduce as these hosts need),
+    #   8 Mbp gzip FASTA, against the bare TP=2 engine.
+    # Machine: nvidia-h200-x2, after scale. About 4 min.
+    # Writes: tp2.json, tp2.png, logs-tp2.tar.gz.
+    VLLM_ALLREDUCE_USE_SYMM_MEM=0 timeout 560 python3 -m benchmarks.scale --device cuda \
+      --model genos_10b --bases 8000000 --contigs 20 --engines 1 --timeout 260 --work "$W" \
+      --set embed.tensor_parallel_size=2 --set +embed.engine_kwargs.disable_custom_all_reduce=true \
+      --set +embed.env_vars.VLLM_ALLREDUCE_USE_SYMM_MEM=0 --out "$W/tp2" > "$W/tp2.log" 2>&1
+    cp "$W/tp2/scale.json" "$OUT/tp2.json"; cp "$W/tp2/scale.png" "$OUT/tp2.png"
+    grep -vE '^\s*$' "$W/tp2.log" | tail -30
+    pack_logs tp2
+    ;;
   *)
     echo "usage: bash benchmarks/gpu_session.sh MODE, one of: prep engine-vs-pipeline" \
       "raydata-llm hf-fidelity moe-kernel moe-tiles mfu-knobs ray-jobs scaling" \
-      "layers-1_2b layers-10b loci-1_2b loci-10b" >&2
+      "layers-1_2b layers-10b loci-1_2b loci-10b scale startup-1_2b startup-10b tp2" >&2
     exit 2
     ;;
 esac

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.load.aggregate import aggregate_intervals, aggregate_records
-from pipeline.load.labels import attach_labels, read_bed
-from pipeline.load.loader import load_embeddings, read_manifest, region, shard_paths, to_numpy
-
 __all__ = [
     "EmbeddingDataset",
     "EmbeddingIterableDataset",
@@ -37,14 +33,33 @@ def run(cfg: Any) -> Any:
     return _run(cfg)
 
 
+# Where each public name lives. Imported on first use: every Ray worker imports this package
+# to unpickle a stage, and the loaders' imports (pandas, pyarrow.dataset; torch for the
+# datasets) cost each of them most of a second.
+_LAZY = {
+    "compose": "pipeline.config",
+    "to_config": "pipeline.config",
+    "aggregate_intervals": "pipeline.load.aggregate",
+    "aggregate_records": "pipeline.load.aggregate",
+    "attach_labels": "pipeline.load.labels",
+    "read_bed": "pipeline.load.labels",
+    "load_embeddings": "pipeline.load.loader",
+    "read_manifest": "pipeline.load.loader",
+    "region": "pipeline.load.loader",
+    "shard_paths": "pipeline.load.loader",
+    "to_numpy": "pipeline.load.loader",
+    "EmbeddingDataset": "pipeline.load.torch_data",
+    "EmbeddingIterableDataset": "pipeline.load.torch_data",
+}
+
+
 def __getattr__(name: str) -> Any:
-    if name in ("compose", "to_config"):
-        from pipeline import config
+    if name in _LAZY:
+        import importlib
 
-        return getattr(config, name)
-    # The torch datasets import torch: only when asked for.
-    if name in ("EmbeddingDataset", "EmbeddingIterableDataset"):
-        from pipeline.load import torch_data
-
-        return getattr(torch_data, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

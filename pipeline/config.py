@@ -68,6 +68,10 @@ class DType(StrEnum):
     float16 = "float16"
 
 
+class Quantization(StrEnum):
+    fp8 = "fp8"
+
+
 class Pooling(StrEnum):
     mean = "mean"
     max = "max"
@@ -150,8 +154,16 @@ class InputConfig:
     """A malformed record or broken file: error (stop) | skip (list it in the manifest)."""
     rna: Rna = Rna.error
     """U in a sequence: error (naming record and position) | to_t (read RNA as DNA)."""
+    split_bases: int = 67108864
+    """FASTA files with a .fai index beside them (plain, or bgzip with .fai and .gzi) are read
+    as pieces of about this many bases by parallel tasks (same windows, chunk ids and counts
+    as one task); 0: one task per file. A file is read whole, by one task, when it has no index
+    (none is built), its index is older than it, it is FASTQ or plain gzip, or it holds one
+    piece; and every file is, with input.on_error=skip or window.n_policy=skip, which decide
+    per record. An index that leaves out empty records (samtools') fails naming the record."""
 
     def __post_init__(self) -> None:
+        _at_least("input.split_bases", self.split_bases, 0)
         if not _is_set(self.path):
             return
         paths = self.path if isinstance(self.path, list | tuple) else [self.path]
@@ -220,6 +232,10 @@ class ModelConfig:
     """Tokenizer directory or hub id (null: the model's)."""
     dtype: DType = DType.bfloat16
     """Weights and activations: float32 | bfloat16 | float16."""
+    quantization: Quantization | None = None
+    """null | fp8: weights quantized to FP8 as the engine loads them (GPUs with FP8:
+    Hopper and later); faster for Genos-10B, with embeddings close to but not equal to bf16
+    (BENCHMARKS.md has the numbers). A run with it is a different run (fingerprinted)."""
     max_model_len: int = 131072
     """Tokens per window at most: a longer window is a config error, never truncated."""
     add_special_tokens: bool = False
@@ -490,8 +506,14 @@ def fingerprint_fields(cfg: Config, layers: list[int] | None = None) -> dict[str
     # Keys added after outputs existed count only where set, so those outputs keep their
     # fingerprint: input.rna, the region/variant inputs, window.flank.
     later = {"rna": Rna.error, "reference": None, "regions": None, "variants": None}
+    # input.split_bases decides how the reading is shared out, not what is made.
+    how = {"split_bases"}
     out = {
-        "input": {k: v for k, v in asdict(cfg.input).items() if k not in later or v != later[k]},
+        "input": {
+            k: v
+            for k, v in asdict(cfg.input).items()
+            if k not in how and (k not in later or v != later[k])
+        },
         # The stride in effect, so `stride=null` and `stride=<size>` are the same run.
         "window": {
             **{
@@ -509,6 +531,8 @@ def fingerprint_fields(cfg: Config, layers: list[int] | None = None) -> dict[str
             "dtype": m.dtype,
             "pooling": "MEAN",  # the only pooling before embed.poolings
             "add_special_tokens": m.add_special_tokens,
+            # Later keys count only where set (see `later`).
+            **({"quantization": m.quantization} if m.quantization else {}),
         },
     }
     if kind == InputKind.regions:

@@ -45,10 +45,12 @@ from pipeline.embed.placement import ActorShape, check_placement
 from pipeline.embed.stage import EmbedStage
 from pipeline.errors import ConfigError
 from pipeline.models import model_layout, resolve_model_path, resolve_tokenizer_path
+from pipeline.read.pieces import plan_pieces
 from pipeline.read.reference import Reference
 from pipeline.read.sources import expand_inputs
 from pipeline.read.stage import ReadStage, RegionReadStage, VariantReadStage
 from pipeline.stages import RunStats, Stage, StatsSink, add_stage
+from pipeline.tokenize.budget import pack_budget
 from pipeline.tokenize.stage import TokenizeStage
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, check_window_fits
 from pipeline.util import stable_hash
@@ -116,13 +118,18 @@ class Plan:
     cfg: Config
     sources: list
     engine: EngineSpec
-    tokenizer: TokenizerSpec
+    tokenizer: DnaTokenizer
     fingerprint: str
     fields: dict
     model_key: str
     model_info: dict
     columns: list[EmbeddingColumn]
     kind: InputKind = InputKind.tiles
+    pack_tokens: int = 0
+    """Tokens per pack (pipeline/tokenize/budget.py)."""
+    items: list[dict] = field(default_factory=list)
+    """The read tasks' rows: one per file, or per piece of an indexed FASTA
+    (pipeline/read/pieces.py); empty: one per file of `sources`."""
 
 
 def embedding_head(
@@ -188,6 +195,12 @@ def plan(cfg: Config) -> Plan:
     if kind != InputKind.tiles:
         # Fails fast on a plain-gzip reference or an index it cannot build.
         Reference.prepare(cfg.input.reference, storage)
+    # One read task per file, or per piece of an indexed FASTA (input.split_bases).
+    items = (
+        plan_pieces(sources, cfg.input, cfg.window, storage)
+        if kind == InputKind.tiles
+        else [{"source": s.uri} for s in sources]
+    )
     model_path = resolve_model_path(cfg.model)
     tok_spec = TokenizerSpec(
         path=resolve_tokenizer_path(cfg.model),
@@ -211,23 +224,32 @@ def plan(cfg: Config) -> Plan:
         fields["engine"] = affecting
     model_key = stable_hash({**model_fingerprint(cfg, layers), **affecting})
     engine = EngineSpec.from_config(cfg, model_path, tok_spec.path, engine_kwargs, head)
+    window_tokens = (
+        2 * cfg.window.flank + 1
+        if kind == InputKind.regions
+        else tokenizer.max_tokens(cfg.window.size)
+    )
+    pack_tokens = pack_budget(cfg, sources, window_tokens)
     model_info = {
         "name": cfg.model.name,
         "path": model_path,
         "dtype": cfg.model.dtype,
+        **({"quantization": str(cfg.model.quantization)} if cfg.model.quantization else {}),
         "key": model_key,
     }
     return Plan(
         cfg,
         sources,
         engine,
-        tok_spec,
+        tokenizer,
         stable_hash(fields),
         fields,
         model_key,
         model_info,
         columns,
         kind,
+        pack_tokens,
+        items=items,
     )
 
 
@@ -262,7 +284,14 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
     if p.kind == InputKind.tiles:
         read: list[Stage] = [
             ReadStage(
-                i.format, i.invalid_chars, i.ambiguity_codes, i.on_error, storage, stats, rna=i.rna
+                i.format,
+                i.invalid_chars,
+                i.ambiguity_codes,
+                i.on_error,
+                storage,
+                stats,
+                rna=i.rna,
+                window=cfg.window,
             ),
             WindowStage(cfg.window, p.model_key, stats),
         ]
@@ -307,7 +336,7 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
         TokenizeStage(
             p.tokenizer,
             cfg.model.max_model_len,
-            pack_budget(cfg),
+            p.pack_tokens,
             tiled=p.kind == InputKind.regions,
         ),
         embed,
@@ -325,22 +354,13 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
     ]
 
 
-def pack_budget(cfg: Config) -> int:
-    """Tokens per pack: embed.max_batch_tokens, or with embed.per_token at most
-    embed.per_token_max_tokens (a pack's per-token states travel back whole: float32, layers x
-    hidden per token)."""
-    if cfg.embed.per_token:
-        return min(cfg.embed.max_batch_tokens, cfg.embed.per_token_max_tokens)
-    return cfg.embed.max_batch_tokens
-
-
 def build_dataset(p: Plan, stats: StatsSink, done: Any = None) -> Any:
-    """The Ray Data plan, one file per input block; nothing runs until it is consumed."""
+    """The Ray Data plan, one file (or piece of one) per input block; nothing runs until it is
+    consumed."""
     import ray
 
-    ds = ray.data.from_items(
-        [{"source": s.uri} for s in p.sources], override_num_blocks=len(p.sources)
-    )
+    items = p.items or [{"source": s.uri} for s in p.sources]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
     for stage in stages(p, stats, done):
         ds = add_stage(ds, stage, p.cfg.ray.cpus_per_task)
     return ds
@@ -387,7 +407,7 @@ def place_engines(p: Plan) -> str:
         cfg.embed.pipeline_parallel_size,
     )
     placed = check_placement(shape, cfg.ray.cpus_per_task, ray.nodes(), cfg.ray.placement_timeout_s)
-    return f"{placed} on {p.engine.device}"
+    return f"{placed} on {p.engine.device}, packs of up to {p.pack_tokens:,} tokens"
 
 
 def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
@@ -480,7 +500,8 @@ def header(p: Plan) -> str:
         shape = f"window {cfg.window.size} every {cfg.window.step}"
     lines = [
         f"dnaembed: {first} -> {cfg.output.path}",
-        f"dnaembed: model {m.name} ({m.dtype}), {shape}: {what}",
+        f"dnaembed: model {m.name} ({m.dtype}{', ' + m.quantization if m.quantization else ''}), "
+        f"{shape}: {what}",
     ]
     if cfg.log.file:
         lines.append(f"dnaembed: log {cfg.log.file}")

@@ -206,6 +206,20 @@ def test_rna_is_fingerprinted_only_when_set():
     assert rna["input"]["rna"] == "to_t" and stable_hash(rna) != stable_hash(base)
 
 
+def test_fp8_is_fingerprinted_only_when_set_and_reaches_the_engine():
+    from pipeline.embed.engine import EngineSpec, engine_kwargs
+
+    base = to_config(compose(BASE))
+    fp8 = to_config(compose([*BASE, "model.quantization=fp8"]))
+    assert "quantization" not in fingerprint_fields(base)["model"]
+    assert fingerprint_fields(fp8)["model"]["quantization"] == "fp8"
+    assert stable_hash(model_fingerprint(fp8)) != stable_hash(model_fingerprint(base))
+    assert engine_kwargs(EngineSpec.from_config(fp8, "m", "m", {}))["quantization"] == "fp8"
+    assert "quantization" not in engine_kwargs(EngineSpec.from_config(base, "m", "m", {}))
+    with pytest.raises(ConfigError, match="model.quantization must be one of|fp4"):
+        to_config(compose([*BASE, "model.quantization=fp4"]))
+
+
 REGIONS = ["input.reference=ref.fa", "input.regions=peaks.bed", "output=o", "model=tiny"]
 VARIANTS = ["input.reference=ref.fa", "input.variants=calls.vcf.gz", "output=o", "model=tiny"]
 
@@ -344,11 +358,3 @@ def test_cli_prints_config_and_help(capsys, tmp_path, monkeypatch):
     assert "  window.size=8192\n      Bases per window." in text
     assert "--multirun" in text and "--config-dir" in text
     assert not (tmp_path / "outputs").exists()  # nothing ran
-
-
-def test_per_token_packs_are_bounded():
-    from pipeline.run import pack_budget
-
-    v = to_config(compose([*VARIANTS, "embed.per_token=true", "embed.per_token_max_tokens=9000"]))
-    assert pack_budget(v) == 9000
-    assert pack_budget(to_config(compose(VARIANTS))) == 1048576

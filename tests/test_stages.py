@@ -89,8 +89,8 @@ def test_each_stage_declares_its_ray_needs(tmp_path):
     assert embed.actor is EmbedActor and embed.pool == (1, 3) and embed.batch_size == 1
     assert (embed.num_cpus, embed.num_gpus, embed.max_restarts) == (2, 0, 2)
     assert embed.block_per_row  # packs spread over the engines
-    # On CPU the engine core runs in the actor's process; the user's variables are added.
-    assert embed.env_vars == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "MY_VAR": "1"}
+    # Only the user's variables travel with Ray; ours are set in the actor (use_engine_env).
+    assert embed.env_vars == {"MY_VAR": "1"}
     p.engine.device = "cuda"
     p.engine.tensor_parallel_size = 2
     assert got[4].ray_spec().num_gpus == 2

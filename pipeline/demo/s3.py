@@ -57,7 +57,6 @@ def main() -> int:
                     f"storage.s3.endpoint_url={endpoint}",
                     "window.size=2048",
                     "window.stride=1536",
-                    "embed.max_batch_tokens=16384",
                     "output.rows_per_shard=16",
                     # Library lines to a file, as the CLI does; the terminal stays quiet.
                     "log.file=outputs/s3-demo/dnaembed.log",

@@ -28,6 +28,7 @@ OWNED_KEYS = {
     "convert": "(always 'embed')",
     "task": "(always embed)",
     "dtype": "model.dtype",
+    "quantization": "model.quantization",
     "max_model_len": "model.max_model_len",
     "pooler_config": "embed.poolings",
     "override_pooler_config": "embed.poolings",
@@ -39,7 +40,7 @@ OWNED_KEYS = {
 }
 
 # Engine kwargs that change embeddings, allowed but recorded in the model fingerprint.
-FINGERPRINTED_KEYS = ("quantization", "kv_cache_dtype", "hf_overrides")
+FINGERPRINTED_KEYS = ("kv_cache_dtype", "hf_overrides")
 
 
 @dataclass
@@ -59,6 +60,7 @@ class EngineSpec:
     gpu_memory_utilization: float | None = None
     seed: int = 0
     trust_remote_code: bool = False
+    quantization: str | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -87,6 +89,7 @@ class EngineSpec:
             gpu_memory_utilization=e.gpu_memory_utilization,
             seed=e.seed,
             trust_remote_code=m.trust_remote_code,
+            quantization=str(m.quantization) if m.quantization else None,
             engine_kwargs=engine_kwargs,
         )
 
@@ -110,6 +113,11 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM`."""
     check_engine_kwargs(spec.engine_kwargs)
     kwargs = dict(spec.engine_kwargs)
+    # Eager unless asked otherwise: CUDA graphs cover steps of at most 512 tokens and every
+    # step of ours carries whole windows (thousands of tokens), so compiling buys nothing
+    # (the same tokens/s measured both ways, BENCHMARKS.md "start-up") and costs start-up:
+    # 20-30 s of torch.compile and graph capture per engine on a GPU, ~5 s on CPU.
+    kwargs.setdefault("enforce_eager", True)
     util = spec.gpu_memory_utilization
     kwargs.update(
         model=spec.model,
@@ -127,6 +135,8 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
         if util is not None
         else (0.2 if spec.device == "cpu" else 0.9),
     )
+    if spec.quantization:
+        kwargs["quantization"] = spec.quantization
     if spec.head is not None:
         head = DeviceHead.from_dict(spec.head)
         kwargs["hf_overrides"] = {
@@ -153,16 +163,25 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
     return kwargs
 
 
-def engine_env(spec: EngineSpec, user_env: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of an engine actor.
+# The engine core runs inside the actor process: one process fewer to spawn and import vLLM
+# into (a tiny-model run took 28 s instead of 47 s on 2 cores; a Genos-1.2B run on an H200
+# started 30 s sooner) at the same tokens/s, since our calls block until the pack is done
+# anyway. Tensor-parallel workers are processes of their own either way.
+ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
-    On CPU the engine core runs inside the actor process: two fewer processes to spawn and
-    import vLLM into (a tiny-model run took 28 s instead of 47 s on 2 cores), and no GPU work
-    to overlap with.
-    """
-    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if spec.device == "cpu" else {}
-    env.update({k: str(v) for k, v in (user_env or {}).items()})
-    return env
+
+def engine_env(spec: EngineSpec, user_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of an engine actor: ours, then `embed.env_vars` (which may set ours back,
+    e.g. VLLM_ENABLE_V1_MULTIPROCESSING=1)."""
+    return {**ENGINE_ENV, **{k: str(v) for k, v in (user_env or {}).items()}}
+
+
+def use_engine_env(environ: MutableMapping[str, str]) -> None:
+    """Our engine variables, set in the actor's own process before vLLM reads them: only the
+    user's variables go through a Ray runtime_env, which costs each actor a fresh worker
+    process (about a second) instead of one Ray started in advance."""
+    for k, v in ENGINE_ENV.items():
+        environ.setdefault(k, v)
 
 
 # Fused-MoE kernel tiles tuned for Genos shapes on GPUs vLLM has none for (written by
@@ -182,6 +201,7 @@ def use_moe_configs(spec: EngineSpec, environ: MutableMapping[str, str]) -> str 
 def build_llm(spec: EngineSpec) -> Any:
     vllm = require("vllm", VLLM_HINT)
     # Set in the actor, before the engine's processes start: they inherit it.
+    use_engine_env(os.environ)
     use_moe_configs(spec, os.environ)
     from vllm.config import PoolerConfig
 

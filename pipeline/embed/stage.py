@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute
 
 from pipeline.config import EmbedConfig, InputKind, actor_range
-from pipeline.embed.engine import EngineSpec, build_llm, engine_env
+from pipeline.embed.engine import EngineSpec, build_llm
 from pipeline.embed.outputs import (
     ALLELES,
     DEFAULT_COLUMN,
@@ -139,7 +139,8 @@ class EmbedStage(Stage):
             num_cpus=self.cfg.cpus_per_actor,
             num_gpus=self.spec.gpus,
             max_restarts=self.cfg.max_restarts,
-            env_vars=engine_env(self.spec, self.cfg.env_vars),
+            # Ours are set in the actor (use_engine_env); the user's travel with Ray.
+            env_vars={k: str(v) for k, v in self.cfg.env_vars.items()},
             block_per_row=True,
         )
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from pipeline.config import ModelConfig
 from pipeline.errors import ConfigError
 
@@ -23,6 +26,14 @@ def resolve_tokenizer_path(model: ModelConfig) -> str:
 
 def model_layout(model: ModelConfig, path: str) -> tuple[list[str], int | None]:
     """(architectures, number of layers) from the model's config.json."""
+    local = Path(path) / "config.json"
+    if local.is_file() and not model.revision:
+        # A local config is plain JSON: reading it spares the driver transformers' imports.
+        try:
+            c = json.loads(local.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"model {model.name!r}: cannot read its config {local}: {e}") from e
+        return list(c.get("architectures") or []), c.get("num_hidden_layers")
     from transformers import AutoConfig
 
     try:

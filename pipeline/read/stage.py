@@ -1,14 +1,18 @@
-"""ReadStage: input files -> record batches (one Ray task reads one file)."""
+"""ReadStage: input files, or pieces of an indexed FASTA -> record batches (one Ray task
+reads one file or one piece)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 
+from pipeline.config import WindowConfig
 from pipeline.errors import InputError
-from pipeline.read.fastx import Skipped, iter_records
+from pipeline.read.fastx import Skipped, iter_records, normalise
+from pipeline.read.pieces import IndexedFasta, check_header, parts
 from pipeline.stages import RaySpec, Stage, StatsSink, report_key
 
 RECORD_SCHEMA = pa.schema(
@@ -17,13 +21,19 @@ RECORD_SCHEMA = pa.schema(
         ("seq_id", pa.string()),
         ("record_index", pa.int64()),
         ("sequence", pa.large_string()),
+        # A piece may hold part of a record: where in the record `sequence` starts, and the
+        # record's whole length (a whole record: 0 and its length).
+        ("offset", pa.int64()),
+        ("record_length", pa.int64()),
     ]
 )
+# normalise() counts positions in what it is given; a part of a record starts at `offset`.
+_POSITION = re.compile(r"at position (\d+) ")
 
 
 class ReadStage(Stage):
     needs = ("source",)
-    adds = ("seq_id", "record_index", "sequence")
+    adds = ("seq_id", "record_index", "sequence", "offset", "record_length")
 
     def __init__(
         self,
@@ -36,8 +46,10 @@ class ReadStage(Stage):
         max_batch_bases: int = 64 << 20,
         max_batch_records: int = 8192,
         rna: str = "error",
+        window: WindowConfig | None = None,
     ):
         self.fmt = fmt
+        self.window = window  # the windows that pieces of an indexed FASTA are cut by
         self.rna = rna
         self.invalid_chars = invalid_chars
         self.ambiguity_codes = ambiguity_codes
@@ -48,13 +60,16 @@ class ReadStage(Stage):
         self.max_batch_records = max_batch_records
 
     def ray_spec(self) -> RaySpec:
-        # One file per task: its records stream out in batches as it is parsed.
+        # One file (or piece) per task: its records stream out in batches as it is parsed.
         return RaySpec(batch_size=1)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         self.check_columns(batch)
-        for uri in batch.column("source").to_pylist():
-            yield from self.read_file(uri)
+        for row in batch.to_pylist():
+            if row.get("piece") is None:
+                yield from self.read_file(row["source"])
+            else:
+                yield from self.read_piece(row)
 
     def read_file(self, uri: str) -> Iterator[pa.Table]:
         rows: dict[str, list] = {k: [] for k in RECORD_SCHEMA.names}
@@ -80,6 +95,8 @@ class ReadStage(Stage):
                 rows["seq_id"].append(rec.seq_id)
                 rows["record_index"].append(rec.index)
                 rows["sequence"].append(rec.sequence)
+                rows["offset"].append(0)
+                rows["record_length"].append(len(rec.sequence))
                 bases += len(rec.sequence)
                 pending += len(rec.sequence)
                 if pending >= self.max_batch_bases or len(rows["seq_id"]) >= self.max_batch_records:
@@ -113,6 +130,86 @@ class ReadStage(Stage):
                 ],
             },
         )
+
+    def read_piece(self, row: dict) -> Iterator[pa.Table]:
+        """One piece of an indexed FASTA (pipeline/read/pieces.py): the bases of its windows
+        through the index, normalised as read_file does; a row per record or part of one."""
+        if self.window is None:
+            raise ValueError("ReadStage reads pieces of a file only when given window=")
+        uri = row["source"]
+        ref = IndexedFasta(uri, self.storage_options)
+        try:
+            index = ref.lengths()
+            names, lengths = list(index), list(index.values())
+            out: dict[str, list] = {k: [] for k in RECORD_SCHEMA.names}
+            records = bases = pending = 0
+            begin = (row["record_index"], row["piece_start"])
+            end = (row["next_record"], row["next_start"])
+            for r, lo, hi in parts(lengths, begin, end, self.window):
+                seq_id = names[r]
+                try:
+                    if lo == 0:
+                        # The piece holding a record's start counts it, once.
+                        check_header(uri, seq_id, ref.header(seq_id))
+                        records += 1
+                        bases += lengths[r]
+                    seq = self._normalise(ref.fetch(seq_id, lo, hi), seq_id, uri, lo)
+                except UnicodeDecodeError as e:
+                    raise InputError(
+                        f"{uri}: record {seq_id!r} (its header or bases {lo}-{hi}) holds a "
+                        f"byte outside ASCII; fix the input or set input.split_bases=0 ({e})"
+                    ) from e
+                for k, v in (
+                    ("source", uri),
+                    ("seq_id", seq_id),
+                    ("record_index", r),
+                    ("sequence", seq),
+                    ("offset", lo),
+                    ("record_length", lengths[r]),
+                ):
+                    out[k].append(v)
+                pending += len(seq)
+                if pending >= self.max_batch_bases or len(out["seq_id"]) >= self.max_batch_records:
+                    yield pa.Table.from_pydict(out, schema=RECORD_SCHEMA)
+                    out = {k: [] for k in RECORD_SCHEMA.names}
+                    pending = 0
+        finally:
+            ref.close()
+        if out["seq_id"]:
+            yield pa.Table.from_pydict(out, schema=RECORD_SCHEMA)
+        first = row["piece"] == 0
+        self.stats.put(
+            report_key("read", uri, "piece", row["piece"]),
+            {
+                "records": records,
+                "bases": bases,
+                "records_skipped": 0,
+                # The first piece speaks for the file: every row its pieces hand on (so the
+                # progress line knows the windows only once all are windowed), and the file
+                # read, as the index has it (pieces skip nothing: see pieces.why_not_split).
+                "records_to_window": row["parts"] if first else 0,
+                "inputs_read": int(first),
+                "skipped": [],
+                "input_errors": [],
+                "inputs": (
+                    [{"uri": uri, "records": len(lengths), "bases": sum(lengths), "complete": True}]
+                    if first
+                    else []
+                ),
+            },
+        )
+
+    def _normalise(self, seq: str, seq_id: str, uri: str, offset: int) -> str:
+        """normalise() on part of a record starting at `offset`: an error names the position
+        in the record, as a whole read would."""
+        try:
+            return normalise(seq, seq_id, uri, self.invalid_chars, self.ambiguity_codes, self.rna)
+        except InputError as e:
+            if not offset:
+                raise
+            message = _POSITION.sub(lambda m: f"at position {int(m[1]) + offset} ", str(e), 1)
+            # Not chained: the position in the piece would only mislead.
+            raise InputError(message) from None
 
 
 INTERVAL_SCHEMA = pa.schema(

@@ -26,20 +26,22 @@ class TokenizeStage(Stage):
 
     def __init__(
         self,
-        spec: TokenizerSpec,
+        spec: TokenizerSpec | DnaTokenizer,
         max_model_len: int,
         max_batch_tokens: int,
         tiled: bool = False,
     ):
-        self.spec = spec
+        # A loaded tokenizer (the driver's) travels as its table: nothing to load here.
+        self.tokenizer = spec if isinstance(spec, DnaTokenizer) else None
+        self.spec = spec.spec if isinstance(spec, DnaTokenizer) else spec
         self.max_model_len = max_model_len
         # Regions: a window longer than the model takes is tiled by the embed stage.
         self.tiled = tiled
         self.max_batch_tokens = max_batch_tokens
-        self.tokenizer: DnaTokenizer | None = None
 
     def setup(self) -> None:
-        self.tokenizer = DnaTokenizer(self.spec)
+        if self.tokenizer is None:
+            self.tokenizer = DnaTokenizer(self.spec)
 
     def tokenize(self, batch: pa.Table) -> pa.Table:
         """Windows with `n_tokens` and `token_ids` instead of `sequence` (and token ids for

@@ -9,6 +9,7 @@ tokenized with one numpy gather. Any other tokenizer (k-mers, BPE) runs as is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,14 +42,41 @@ class TokenizerSpec:
 
 
 class DnaTokenizer:
-    def __init__(self, spec: TokenizerSpec):
-        from transformers import AutoTokenizer
+    """The model's tokenizer, and its one-token-per-base table when it has one.
 
+    Loaded once, on the driver: the table travels to the workers with the stage (pickled
+    without the tokenizer), so they neither import transformers nor load the tokenizer again.
+    A local tokenizer.json is read with the `tokenizers` library itself, which transformers'
+    fast tokenizers wrap (about 5 s of transformers imports fewer at every start); special
+    tokens, remote code and hub ids go through transformers.
+    """
+
+    def __init__(self, spec: TokenizerSpec):
         self.spec = spec
-        self.hf = AutoTokenizer.from_pretrained(
-            spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-        )
+        self._hf: Any = None
+        self._backend: Any = _local_backend(spec)
         self.lut, self.prefix, self.suffix = self._build_fast_path()
+
+    @property
+    def hf(self) -> Any:
+        """transformers' tokenizer (loaded on first use)."""
+        if self._hf is None:
+            from transformers import AutoTokenizer
+
+            self._hf = AutoTokenizer.from_pretrained(
+                self.spec.path,
+                revision=self.spec.revision,
+                trust_remote_code=self.spec.trust_remote_code,
+            )
+        return self._hf
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        # The table is all a char-level worker needs; others load the tokenizer again there.
+        state["_hf"] = None
+        if self.lut is not None:
+            state["_backend"] = None
+        return state
 
     @property
     def char_level(self) -> bool:
@@ -58,7 +86,7 @@ class DnaTokenizer:
     def n_special(self) -> int:
         """Tokens the tokenizer adds around every sequence (char-level tokenizers only)."""
         if self.lut is None:
-            return len(self.hf("", add_special_tokens=self.spec.add_special_tokens)["input_ids"])
+            return len(self._encode_hf("", self.spec.add_special_tokens))
         return len(self.prefix) + len(self.suffix)
 
     def max_tokens(self, n_bases: int) -> int:
@@ -66,10 +94,18 @@ class DnaTokenizer:
         return n_bases + self.n_special
 
     def _encode_hf(self, text: str, specials: bool) -> list[int]:
+        if self._backend is not None and not specials:
+            return list(self._backend.encode(text, add_special_tokens=False).ids)
         return list(self.hf(text, add_special_tokens=specials)["input_ids"])
 
+    def _unk_id(self) -> int | None:
+        if self._backend is None:
+            return self.hf.unk_token_id
+        unk = getattr(self._backend.model, "unk_token", None)
+        return self._backend.token_to_id(unk) if unk else None
+
     def _build_fast_path(self):
-        unk = self.hf.unk_token_id
+        unk = self._unk_id()
         lut = np.full(256, -1, dtype=np.int64)
         for c in IUPAC_DNA:
             ids = self._encode_hf(c, False)
@@ -125,8 +161,24 @@ class DnaTokenizer:
 
     def _encode_slow(self, sequences: pa.Array) -> pa.ListArray:
         texts = sequences.to_pylist()
-        enc = self.hf(texts, add_special_tokens=self.spec.add_special_tokens)["input_ids"]
+        specials = self.spec.add_special_tokens
+        if self._backend is not None and not specials:
+            enc = [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+        else:
+            enc = self.hf(texts, add_special_tokens=specials)["input_ids"]
         return pa.array(enc, type=pa.list_(pa.int32()))
+
+
+def _local_backend(spec: TokenizerSpec) -> Any:
+    """The `tokenizers` Tokenizer of a local tokenizer.json, where it alone decides the ids:
+    no special tokens asked for (transformers may rewrite the post-processor that adds them),
+    no remote code, no hub revision. None: use transformers."""
+    path = Path(spec.path) / "tokenizer.json"
+    if spec.add_special_tokens or spec.trust_remote_code or spec.revision or not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path))
 
 
 def _find(haystack: list[int], needle: list[int]) -> int | None:

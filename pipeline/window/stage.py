@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -71,20 +72,28 @@ class WindowStage(Stage):
         out = Rows(MERGE_SCHEMA if self.cfg.merge_strands else WINDOW_SCHEMA)
         sources = batch.column("source").to_pylist()
         seq_ids = batch.column("seq_id").to_pylist()
-        for source, seq_id, seq in zip(
-            sources, seq_ids, batch.column("sequence").to_pylist(), strict=True
+        seqs = batch.column("sequence").to_pylist()
+        # Part of a record (a piece of an indexed FASTA): where it starts in the record, and
+        # the record's length; absent: whole records.
+        offsets, lengths = (
+            batch.column(k).to_pylist() if k in batch.column_names else [None] * batch.num_rows
+            for k in ("offset", "record_length")
+        )
+        for source, seq_id, seq, offset, length in zip(
+            sources, seq_ids, seqs, offsets, lengths, strict=True
         ):
-            reason = yield from self._record(source, seq_id, seq, out)
+            reason = yield from self._record(source, seq_id, seq, out, offset or 0, length)
             if reason is not None:
                 out.skipped.append({"source": source, "seq_id": seq_id, "reason": reason})
         if len(out):
             yield out.emit()
-        # One report per input batch, keyed by its first record (each record is in exactly
-        # one batch): a retried task overwrites its report instead of counting twice.
+        # One report per input batch, keyed by its first record, or part of one (each is in
+        # exactly one batch): a retried task overwrites its report instead of counting twice.
         if batch.num_rows:
             first = batch.column("record_index")[0].as_py()
+            part = [offsets[0]] if offsets[0] else []
             self.stats.put(
-                report_key("window", sources[0], first),
+                report_key("window", sources[0], first, *part),
                 {
                     **out.counts,
                     "records_windowed": batch.num_rows,
@@ -93,25 +102,42 @@ class WindowStage(Stage):
                 },
             )
 
-    def _record(self, source: str, seq_id: str, seq: str, out: Rows):
+    def _record(
+        self,
+        source: str,
+        seq_id: str,
+        seq: str,
+        out: Rows,
+        offset: int = 0,
+        length: int | None = None,
+    ):
         """Windows of one record into `out` (yielding full batches); returns why the record
-        was skipped, or None."""
+        was skipped, or None. Part of a record (`seq` starts at `offset` of a record `length`
+        long): the record's windows that lie in `seq`, which are those starting in its piece
+        (the reader reads exactly their span)."""
         c = self.cfg
-        if not seq:
+        length = len(seq) if length is None else length
+        whole = offset == 0 and len(seq) == length
+        if not length:
             return "empty sequence"
-        if len(seq) < c.min_length:
-            return f"length {len(seq)} < window.min_length {c.min_length}"
-        all_spans = spans(len(seq), c.size, c.step, c.last)
+        if length < c.min_length:
+            return f"length {length} < window.min_length {c.min_length}"
+        all_spans = spans(length, c.size, c.step, c.last)
         if not all_spans:
-            return f"length {len(seq)} < window.size {c.size} with window.last=drop"
-        out.counts["bases_uncovered"] += len(seq) - all_spans[-1][1]
+            return f"length {length} < window.size {c.size} with window.last=drop"
+        if offset == 0:  # the record's first part counts what the record leaves uncovered
+            out.counts["bases_uncovered"] += length - all_spans[-1][1]
         strands = ("+", "-") if c.reverse_complement is True else ("+",)
         kept = 0
-        for start, end in all_spans:
+        stop = offset + len(seq)
+        # Starts rise, and so do ends: the windows inside [offset, stop) are one run of them.
+        for start, end in all_spans[bisect_left(all_spans, (offset,)) :]:
+            if end > stop:
+                break
             if end - start < c.min_length:
                 out.counts["windows_dropped"] += 1
                 continue
-            sub = seq[start:end]
+            sub = seq[start - offset : end - offset]
             if c.n_policy == NPolicy.skip and sub.count("N") > c.max_n_fraction * len(sub):
                 out.counts["windows_skipped_n"] += len(strands)
                 continue
@@ -131,7 +157,9 @@ class WindowStage(Stage):
                 kept += 1
             if len(out) >= c.batch_windows:
                 yield out.emit()
-        if kept == 0:
+        # Whether a record kept any window is known only from all its parts; pieces are not
+        # made where a record can keep none (window.n_policy=skip: pipeline/read/pieces.py).
+        if kept == 0 and whole:
             return (
                 f"no window kept (window.max_n_fraction={c.max_n_fraction}, "
                 f"window.min_length={c.min_length})"

@@ -11,6 +11,7 @@ from pipeline.embed.engine import (
     OWNED_KEYS,
     engine_env,
     engine_kwargs,
+    use_engine_env,
     use_moe_configs,
 )
 from pipeline.errors import ConfigError
@@ -25,6 +26,9 @@ def test_kwargs_own_correctness_and_pass_tuning_through():
     assert kw["gpu_memory_utilization"] == 0.9
     assert "distributed_executor_backend" not in kw
     assert engine_kwargs(spec(device="cpu"))["gpu_memory_utilization"] == 0.2
+    # Eager by default (no compile or graph capture at start); the user may compile.
+    assert engine_kwargs(spec())["enforce_eager"] is True
+    assert engine_kwargs(spec(engine_kwargs={"enforce_eager": False}))["enforce_eager"] is False
 
 
 @pytest.mark.parametrize("key", sorted(OWNED_KEYS))
@@ -41,10 +45,24 @@ def test_gpus_per_actor_is_tp_times_pp():
 
 
 def test_engine_env():
-    assert engine_env(spec(device="cpu")) == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    """The engine core in the actor's process, on every device and TP; the user may say no."""
+    in_process = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    assert engine_env(spec(device="cpu")) == engine_env(spec()) == in_process
+    assert engine_env(spec(tensor_parallel_size=2)) == in_process
     assert engine_env(spec(), {"VLLM_ATTENTION_BACKEND": "FLASH_ATTN"}) == {
-        "VLLM_ATTENTION_BACKEND": "FLASH_ATTN"
+        **in_process,
+        "VLLM_ATTENTION_BACKEND": "FLASH_ATTN",
     }
+    assert engine_env(spec(), {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}) == {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1"
+    }
+    # Set in the actor's process, where the user's runtime_env has not set them already.
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    use_engine_env(env)
+    assert env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    env = {}
+    use_engine_env(env)
+    assert env == in_process
 
 
 def test_moe_tiles_are_ours_on_gpu_unless_the_user_chose():

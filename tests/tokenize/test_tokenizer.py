@@ -104,3 +104,32 @@ def test_ids_are_int32(plain):
     ids = plain.encode(pa.array(["ACGTN"]))
     assert ids.type == pa.list_(pa.int32())
     assert np.array_equal(ids.values.to_numpy(), [4, 5, 6, 7, 8])
+
+
+def test_loaded_once_without_transformers(tiny_model):
+    """A local tokenizer.json is read by `tokenizers` itself, with the same table as
+    transformers' tokenizer; the table travels pickled, without any tokenizer."""
+    import pickle
+
+    tok = DnaTokenizer(TokenizerSpec(tiny_model))
+    assert tok._backend is not None and tok._hf is None  # transformers untouched
+    with_hf = DnaTokenizer(TokenizerSpec(tiny_model))
+    with_hf._backend = None  # the reference: transformers' AutoTokenizer
+    assert (with_hf._build_fast_path()[0] == tok.lut).all()
+    assert with_hf._unk_id() == tok._unk_id() is not None
+    moved = pickle.loads(pickle.dumps(tok))
+    assert moved._backend is None and moved._hf is None
+    batch = pa.array(["ACGTN", "TTGA"], pa.large_string())
+    assert moved.encode(batch).to_pylist() == hf_ids(tok, ["ACGTN", "TTGA"], False)
+
+
+def test_a_non_char_tokenizer_is_loaded_again_on_the_worker(tiny_model, tmp_path):
+    import pickle
+
+    path = save_variant(tiny_model, tmp_path / "kmer", kmer=True)
+    tok = DnaTokenizer(TokenizerSpec(path))
+    moved = pickle.loads(pickle.dumps(tok))
+    assert moved.lut is None and moved._backend is not None
+    assert moved.encode(pa.array(["ACGTA", "NN"])).to_pylist() == hf_ids(
+        tok, ["ACGTA", "NN"], False
+    )
