@@ -299,17 +299,17 @@ case "$MODE" in
     ;;
   scale)
     # Tables: the user's command at scale (benchmarks/scale.py): `python -m pipeline` on one
-    #   plain-gzip FASTA of 160 Mbp (two 64 Mbp records, 1,000 contigs), 1.2B shape, 2 engines
+    #   plain-gzip FASTA of 320 Mbp (BASES=...; two records of 40%, 1,000 contigs), 1.2B shape, 2 engines
     #   (one per GPU), against the bare engine on one pack's worth of 8192-token windows (run
     #   first: it also warms vLLM's compile cache). Start-up per engine, idle gaps between
     #   packs, GPU utilisation sampled every 0.5 s.
-    # Machine: nvidia-h200-x2. About 7 min (an estimate: ~1 min for the model and the bare
-    #   engine, ~1 min of engine start, ~3 min of 160 M tokens at 2 x ~450k tok/s).
+    # Machine: nvidia-h200-x2. About 8 min (~1 min for the model and the bare engine, half a
+    #   minute of start-up, ~6 min of 320 M tokens at 2 x ~450k tok/s).
     # Writes: scale.json, scale.png (without matplotlib on the machine: redraw it elsewhere,
     #   python -m benchmarks.scale --plot scale.json), logs-scale.tar.gz (this mode's output,
     #   the CLI's, its dnaembed.log and the bare engine's log). The model is shared with prep.
-    timeout 580 python3 -m benchmarks.scale --device cuda --model genos_1_2b --bases 160000000 \
-      --engines 2 --timeout 450 --work "$W" --out "$OUT" > "$OUT/scale.log" 2>&1
+    timeout 585 python3 -m benchmarks.scale --device cuda --model genos_1_2b --bases ${BASES:-320000000} \
+      --engines 2 --timeout 500 --work "$W" --out "$OUT" > "$OUT/scale.log" 2>&1
     grep -vE '^\s*$' "$OUT/scale.log" | tail -40
     tar -czf "$OUT/logs-scale.tar.gz" --ignore-failed-read "$OUT"/scale*.log \
       "$W"/scale-hydra/*.log "$W"/scale-bare/*.log 2>/dev/null
