@@ -161,7 +161,10 @@ def test_cpu_smoke_run(tmp_path):
     assert "figure | value" in proc.stdout
     r = json.loads((out / "scale.json").read_text())
     assert r["command"][1:3] == ["-m", "pipeline"] and r["cli"]["rc"] == 0
-    assert "embed.num_actors=2" in r["command"] and "embed.max_batch_tokens=16384" in r["command"]
+    # No pack size given: the run sized its packs from the input, at least two per engine.
+    assert "embed.num_actors=2" in r["command"]
+    assert not any("max_batch_tokens" in c for c in r["command"])
+    assert r["pack_tokens"] < r["max_batch_tokens"] and r["figures"]["packs"] >= 4
     assert r["gpu"]["source"] is None and "cpu" in r["gpu"]["note"]
     f = r["figures"]
     manifest = json.loads((tmp_path / "work" / "scale-run" / "manifest.json").read_text())
