@@ -138,7 +138,9 @@ def test_output_schema_rows_and_coordinates(first_run, corpus):
     assert lines[0] == f"dnaembed: 3 files -> {out}\n" + (
         f"dnaembed: model tiny (float32), window {SIZE} every {STRIDE}: embedding"
     )
-    assert lines[1].startswith("dnaembed: cluster ") and lines[1].endswith(" on cpu")
+    assert lines[1].startswith("dnaembed: cluster ")
+    # One engine: its packs are embed.max_batch_tokens (8192 here) whatever the input.
+    assert lines[1].endswith(" on cpu, packs of up to 8,192 tokens")
     assert lines[-1].startswith("dnaembed: 31 records (3 skipped), ") and str(out) in lines[-1]
 
 

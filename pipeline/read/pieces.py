@@ -24,7 +24,7 @@ from pyfaidx import getmtime_fsspec
 from pipeline.config import InputConfig, InputFormat, LastWindow, NPolicy, OnError, WindowConfig
 from pipeline.errors import InputError
 from pipeline.read.fastx import sniff_format
-from pipeline.read.reference import Reference, _check_compression, _errors
+from pipeline.read.reference import Reference, check_compression, reference_errors
 from pipeline.read.sources import COMPRESSED_SUFFIXES, Source, format_from_name
 from pipeline.storage import get_fs
 
@@ -170,7 +170,7 @@ def _index_lengths(
         return None
     try:
         # pyfaidx can seek in plain text and bgzip only (plain gzip has no .gzi).
-        bgzf = _check_compression(uri, path, fs.cat_file(path, start=0, end=18))
+        bgzf = check_compression(uri, path, fs.cat_file(path, start=0, end=18))
         indexes = [".fai", ".gzi"] if bgzf else [".fai"]
         if not fs.exists(path + indexes[-1]):
             log.info("%s: read by one task: no %s index beside it", uri, indexes[-1])
@@ -210,7 +210,7 @@ class IndexedFasta(Reference):
     def header(self, name: str) -> str:
         """The text between the previous record's bases and this one's, less its first '>'
         and last line end (pyfaidx's long name: the header line, where the index is right)."""
-        with _errors(self.uri):
+        with reference_errors(self.uri):
             return self._faidx().get_long_name(name)
 
 

@@ -64,7 +64,7 @@ def _is_bgzf(head: bytes) -> bool:
     )
 
 
-def _check_compression(uri: str, path: str, head: bytes) -> bool:
+def check_compression(uri: str, path: str, head: bytes) -> bool:
     """True for bgzip, False for plain text; InputError for anything pyfaidx cannot seek in."""
     named_bgzf = path.lower().endswith(_BGZF_SUFFIXES)
     if _is_bgzf(head):
@@ -144,7 +144,7 @@ def _open_faidx(
 
 
 @contextlib.contextmanager
-def _errors(uri: str) -> Iterator[None]:
+def reference_errors(uri: str) -> Iterator[None]:
     """pyfaidx's and Biopython's complaints about the file as InputErrors naming it."""
     try:
         yield
@@ -188,10 +188,10 @@ class Reference:
         """Check the reference and build its missing indexes (driver, once); its lengths."""
         fs, path = require_file(uri, storage_options, "reference")
         head = fs.cat_file(path, start=0, end=18)  # one ranged read, not a read-ahead block
-        bgzf = _check_compression(uri, path, head)
+        bgzf = check_compression(uri, path, head)
         suffixes = [".fai", ".gzi"] if bgzf else [".fai"]
         missing = [_sibling(uri, fs, path, sfx) for sfx in suffixes if not fs.exists(path + sfx)]
-        with _errors(uri):
+        with reference_errors(uri):
             try:
                 fa = _open_faidx(uri, fs, path, build=True)
             except (pyfaidx.FastaNotFoundError, pyfaidx.UnsupportedCompressionFormat):
@@ -235,7 +235,7 @@ class Reference:
                             f"{_how_to_index(self.uri)}"
                         )
                 block = None if is_local(fs) else _REMOTE_BLOCK
-                with _errors(self.uri):
+                with reference_errors(self.uri):
                     self._fa = _quietly_open(self.uri, fs, path, block)
             return self._fa
 

@@ -3,8 +3,9 @@ every engine gets work.
 
 A pack is one engine call. With a fixed budget, an input smaller than engines x budget leaves
 engines idle (a 30 kb genome was one pack: one engine worked, the others waited). So the
-budget is sized from the input: about PACKS_PER_ENGINE packs for each engine, never more than
-`embed.max_batch_tokens` (large inputs keep large packs) and never less than one window. The
+budget is sized from the input: about PACKS_PER_ENGINE packs for each engine of a pool that
+may hold more than one, never more than `embed.max_batch_tokens` (large inputs keep large
+packs) and never less than one window. The
 size of the input is estimated on the driver from what is cheap to know: file sizes, and for
 small BED or VCF files their lines.
 """
@@ -39,10 +40,14 @@ def pack_budget(cfg: Config, sources: list[Source], window_tokens: int) -> int:
     if cfg.embed.per_token:
         # A pack's per-token states travel back whole (float32, layers x hidden per token).
         budget = min(budget, cfg.embed.per_token_max_tokens)
+    _, engines = actor_range(cfg.embed.num_actors)
+    if engines == 1:
+        # Nothing to spread: one engine gets every pack whatever their size, and larger
+        # packs keep identical windows (a repeated region, a site's reference) in one call.
+        return budget
     tokens = estimated_tokens(cfg, sources)
     if tokens is None:
         return budget
-    _, engines = actor_range(cfg.embed.num_actors)
     share = math.ceil(tokens / (PACKS_PER_ENGINE * engines))
     return max(1, min(budget, max(share, window_tokens)))
 

@@ -54,10 +54,12 @@ def test_large_inputs_keep_large_packs(tmp_path, genome_fasta):
         f.truncate(PACKS_PER_ENGINE * 2 * (1 << 20) + 1)
     cfg, _, budget = budget_for(big, "embed.num_actors=2")
     assert budget == cfg.embed.max_batch_tokens == 1 << 20
-    # An autoscaling pool is sized for its largest size.
-    _, _, b1 = budget_for(genome_fasta, "embed.num_actors=1")
+    # An autoscaling pool is sized for its largest size; one engine has nothing to spread.
+    _, _, b2 = budget_for(genome_fasta, "embed.num_actors=2")
     _, _, b4 = budget_for(genome_fasta, "embed.num_actors=[1,4]")
-    assert b4 * 3 < b1
+    assert b4 * 1.9 < b2
+    cfg, _, b1 = budget_for(genome_fasta, "embed.num_actors=1")
+    assert b1 == cfg.embed.max_batch_tokens
 
 
 def test_compressed_and_both_strands(tmp_path, genome_fasta):
@@ -80,6 +82,7 @@ def test_never_less_than_one_window(genome_fasta):
 def test_per_token_packs_are_bounded(genome_fasta):
     _, _, budget = budget_for(
         genome_fasta,
+        "embed.num_actors=2",
         "embed.per_token=true",
         "embed.max_batch_tokens=4000",
         "embed.per_token_max_tokens=3000",
