@@ -76,10 +76,9 @@ def one_engine(args: argparse.Namespace) -> dict:
     """In a subprocess: start one engine, time it on the workload, save a sample."""
     from vllm.inputs import TokensPrompt
 
-    from pipeline.embed.engine import build_llm, engine_env
+    from pipeline.embed.engine import build_llm
 
     spec = spec_for(args.model, args.config, args.tp, 16384, args.device)
-    os.environ.update(engine_env(spec))
     t = time.perf_counter()
     llm = build_llm(spec)
     start_s = time.perf_counter() - t

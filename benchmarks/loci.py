@@ -137,7 +137,7 @@ def bare_engine(args: argparse.Namespace) -> dict:
     """In a subprocess: vLLM with its own MEAN pooler on the saved windows, timed per set."""
     from vllm.inputs import TokensPrompt
 
-    from pipeline.embed.engine import EngineSpec, build_llm, engine_env
+    from pipeline.embed.engine import EngineSpec, build_llm
 
     spec = EngineSpec(
         model=args.model,
@@ -150,7 +150,6 @@ def bare_engine(args: argparse.Namespace) -> dict:
         gpu_memory_utilization=0.85 if args.device == "cuda" else None,
         engine_kwargs={"enforce_eager": True} if args.device == "cpu" else {},
     )
-    os.environ.update(engine_env(spec))
     t = time.perf_counter()
     llm = build_llm(spec)
     out = {"engine_start_s": round(time.perf_counter() - t, 1)}

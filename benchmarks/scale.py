@@ -289,18 +289,16 @@ def bare_engine(args: argparse.Namespace, p, work: Path) -> dict:
 
     from benchmarks.bench import run_contender
     from pipeline.embed.engine import engine_env
-    from pipeline.tokenize.tokenizer import DnaTokenizer
 
     cfg = p.cfg
     size = cfg.window.size
-    n = args.bare_windows or max(1, pack_tokens(p) // size)
+    n = args.bare_windows or max(1, p.pack_tokens // size)
     # Random bases as in the FASTA (no N: a full window of the run's size), tokenized by the
     # run's tokenizer.
     rng = np.random.default_rng(args.seed + 2)
     seqs = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, (n, size), dtype=np.uint8)]
     texts = pa.array([row.tobytes().decode() for row in seqs], pa.large_string())
-    tok = p.tokenizer if isinstance(p.tokenizer, DnaTokenizer) else DnaTokenizer(p.tokenizer)
-    ids = tok.encode(texts)
+    ids = p.tokenizer.encode(texts)
     bare = work / "scale-bare"
     bare.mkdir(parents=True, exist_ok=True)
     chunk_ids = [f"bare{i:05d}" for i in range(n)]
@@ -320,7 +318,7 @@ def bare_engine(args: argparse.Namespace, p, work: Path) -> dict:
         "max_model_len": engine.max_model_len,
         "engine_kwargs": dict(engine.engine_kwargs),
         "gpu_memory_utilization": engine.gpu_memory_utilization,
-        "env": engine_env(engine, cfg.embed.env_vars),
+        "env": engine_env(cfg.embed.env_vars),
         "workloads": [
             {"name": "bare", "windows": str(windows), "sample": chunk_ids[:1], "work": str(bare)}
         ],
@@ -341,12 +339,6 @@ def bare_engine(args: argparse.Namespace, p, work: Path) -> dict:
         "process_s": round(r["process_s"], 1),
         "pooling": "vLLM's MEAN pooler (the run's default embedding)",
     }
-
-
-def pack_tokens(p) -> int:
-    """Tokens per pack of the run: its plan's (sized from the input), or the configured
-    budget where the plan has none."""
-    return getattr(p, "pack_tokens", 0) or p.cfg.embed.max_batch_tokens
 
 
 def plan_for(cmd: list[str]):
@@ -689,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         "engines_asked": args.engines,
         "window": p.cfg.window.size,
         "max_batch_tokens": p.cfg.embed.max_batch_tokens,
-        "pack_tokens": pack_tokens(p),
+        "pack_tokens": p.pack_tokens,
         "input": fasta_info,
         "command": cmd,
         "command_line": shlex.join(cmd),

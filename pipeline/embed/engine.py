@@ -170,7 +170,7 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
 ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-def engine_env(spec: EngineSpec, user_env: dict[str, str] | None = None) -> dict[str, str]:
+def engine_env(user_env: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of an engine actor: ours, then `embed.env_vars` (which may set ours back,
     e.g. VLLM_ENABLE_V1_MULTIPROCESSING=1)."""
     return {**ENGINE_ENV, **{k: str(v) for k, v in (user_env or {}).items()}}

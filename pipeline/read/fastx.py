@@ -107,9 +107,10 @@ def normalise(
     invalid_chars: str,
     ambiguity_codes: str,
     rna: str = "error",
+    offset: int = 0,
 ) -> str:
     """Uppercase (soft-masked bases count as bases), U to T for RNA if asked, validate IUPAC,
-    map codes to N."""
+    map codes to N. `offset`: where `seq` starts in its record (errors name record positions)."""
     seq = seq.upper()
     if rna == "to_t":
         seq = seq.replace("U", "T")
@@ -122,7 +123,7 @@ def normalise(
                 else ("fix the input or set input.invalid_chars=to_n")
             )
             raise InputError(
-                f"{uri}: record {seq_id!r} has {bad.group()!r} at position {bad.start()} "
+                f"{uri}: record {seq_id!r} has {bad.group()!r} at position {offset + bad.start()} "
                 f"(0-based), outside IUPAC DNA; {hint}"
             )
         seq = _INVALID.sub("N", seq)

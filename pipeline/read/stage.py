@@ -3,7 +3,6 @@ reads one file or one piece)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,8 +26,6 @@ RECORD_SCHEMA = pa.schema(
         ("record_length", pa.int64()),
     ]
 )
-# normalise() counts positions in what it is given; a part of a record starts at `offset`.
-_POSITION = re.compile(r"at position (\d+) ")
 
 
 class ReadStage(Stage):
@@ -153,7 +150,15 @@ class ReadStage(Stage):
                         check_header(uri, seq_id, ref.header(seq_id))
                         records += 1
                         bases += lengths[r]
-                    seq = self._normalise(ref.fetch(seq_id, lo, hi), seq_id, uri, lo)
+                    seq = normalise(
+                        ref.fetch(seq_id, lo, hi),
+                        seq_id,
+                        uri,
+                        self.invalid_chars,
+                        self.ambiguity_codes,
+                        self.rna,
+                        offset=lo,
+                    )
                 except UnicodeDecodeError as e:
                     raise InputError(
                         f"{uri}: record {seq_id!r} (its header or bases {lo}-{hi}) holds a "
@@ -198,18 +203,6 @@ class ReadStage(Stage):
                 ),
             },
         )
-
-    def _normalise(self, seq: str, seq_id: str, uri: str, offset: int) -> str:
-        """normalise() on part of a record starting at `offset`: an error names the position
-        in the record, as a whole read would."""
-        try:
-            return normalise(seq, seq_id, uri, self.invalid_chars, self.ambiguity_codes, self.rna)
-        except InputError as e:
-            if not offset:
-                raise
-            message = _POSITION.sub(lambda m: f"at position {int(m[1]) + offset} ", str(e), 1)
-            # Not chained: the position in the piece would only mislead.
-            raise InputError(message) from None
 
 
 INTERVAL_SCHEMA = pa.schema(

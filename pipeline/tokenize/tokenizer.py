@@ -86,14 +86,14 @@ class DnaTokenizer:
     def n_special(self) -> int:
         """Tokens the tokenizer adds around every sequence (char-level tokenizers only)."""
         if self.lut is None:
-            return len(self._encode_hf("", self.spec.add_special_tokens))
+            return len(self._encode_ref("", self.spec.add_special_tokens))
         return len(self.prefix) + len(self.suffix)
 
     def max_tokens(self, n_bases: int) -> int:
         """Upper bound of tokens for a window of `n_bases` (exact when char-level)."""
         return n_bases + self.n_special
 
-    def _encode_hf(self, text: str, specials: bool) -> list[int]:
+    def _encode_ref(self, text: str, specials: bool) -> list[int]:
         if self._backend is not None and not specials:
             return list(self._backend.encode(text, add_special_tokens=False).ids)
         return list(self.hf(text, add_special_tokens=specials)["input_ids"])
@@ -108,7 +108,7 @@ class DnaTokenizer:
         unk = self._unk_id()
         lut = np.full(256, -1, dtype=np.int64)
         for c in IUPAC_DNA:
-            ids = self._encode_hf(c, False)
+            ids = self._encode_ref(c, False)
             if len(ids) == 1 and ids[0] != unk:
                 lut[ord(c)] = ids[0]
         if lut[[ord(c) for c in "ACGT"]].min() < 0:
@@ -118,9 +118,9 @@ class DnaTokenizer:
         for probe in _PROBES:
             probe = "".join(c for c in probe if lut[ord(c)] >= 0)
             plain = lut[np.frombuffer(probe.encode(), dtype=np.uint8)].tolist()
-            if self._encode_hf(probe, False) != plain:
+            if self._encode_ref(probe, False) != plain:
                 return None, (), ()
-            full = self._encode_hf(probe, specials)
+            full = self._encode_ref(probe, specials)
             split = _find(full, plain)
             if split is None:
                 return None, (), ()
