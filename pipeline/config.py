@@ -313,10 +313,16 @@ class OutputConfig:
     compression: Compression = Compression.zstd
     """Parquet compression."""
     mode: OutputMode = OutputMode.error
-    """error: refuse an output holding another config's run | overwrite: remove it first."""
+    """error: refuse an output holding another config's run | overwrite: remove that run's
+    own files first (refused where the path holds anything else)."""
+    lease_s: float = 60.0
+    """Object stores: a driver's lease on the output expires this long after its last renewal
+    (every lease_s / 4), so a dead driver's output can be resumed. Local paths use a lock that
+    dies with the driver."""
 
     def __post_init__(self) -> None:
         _at_least("output.rows_per_shard", self.rows_per_shard, 1)
+        _within("output.lease_s", self.lease_s, 0, float("inf"), True)
 
 
 @dataclass
@@ -344,6 +350,12 @@ class S3Config:
     """A profile from ~/.aws/config."""
     anon: bool = False
     """Anonymous access (public buckets)."""
+    max_attempts: int = 10
+    """Attempts per request (botocore's standard retry mode: exponential backoff with jitter,
+    up to 20 s apart) on throttling (503 SlowDown), server errors and dropped connections."""
+
+    def __post_init__(self) -> None:
+        _at_least("storage.s3.max_attempts", self.max_attempts, 1)
 
 
 @dataclass
@@ -367,8 +379,9 @@ class RayConfig:
     cpus_per_task: float = 1.0
     """CPUs per read, window, tokenize and write task."""
     placement_timeout_s: float = 0.0
-    """When no node can host an engine yet: 0 fails at once; on an autoscaling cluster, the
-    seconds to wait for one."""
+    """When no node can host an engine, at the start or after a node is lost mid-run: how long
+    to wait for one (an autoscaler's or a replacement node) before the run ends (a rerun
+    resumes). 0: at once."""
     progress_bars: bool = False
     """Ray Data's own progress bars (dnaembed draws its own; see log.progress)."""
     log_to_driver: bool = True

@@ -19,6 +19,14 @@ class OutputError(DnaEmbedError):
     """The output location holds something we must not overwrite or cannot read."""
 
 
+class StorageError(DnaEmbedError):
+    """The object store failed a request after its retries (down, refusing, unreachable)."""
+
+
+class ClusterError(DnaEmbedError):
+    """The cluster lost what the run needs and did not get it back in time (a rerun resumes)."""
+
+
 def find_user_error(exc: BaseException) -> DnaEmbedError | None:
     """Our error inside Ray's wrappers (RayTaskError, UserCodeException), if there is one."""
     seen = set()

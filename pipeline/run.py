@@ -41,15 +41,16 @@ from pipeline.embed.outputs import (
     resolve_layers,
     suffixed,
 )
-from pipeline.embed.placement import ActorShape, check_placement
+from pipeline.embed.placement import ActorShape, EngineWatch, check_placement
 from pipeline.embed.stage import EmbedStage
-from pipeline.errors import ConfigError
+from pipeline.errors import ClusterError, ConfigError
 from pipeline.models import model_layout, resolve_model_path, resolve_tokenizer_path
 from pipeline.read.pieces import plan_pieces
 from pipeline.read.reference import Reference
 from pipeline.read.sources import expand_inputs
 from pipeline.read.stage import ReadStage, RegionReadStage, VariantReadStage
 from pipeline.stages import RunStats, Stage, StatsSink, add_stage
+from pipeline.storage import failed_requests
 from pipeline.tokenize.budget import pack_budget
 from pipeline.tokenize.stage import TokenizeStage
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, check_window_fits
@@ -58,6 +59,7 @@ from pipeline.window.regions import RegionWindowStage
 from pipeline.window.stage import WindowStage
 from pipeline.window.variants import VariantWindowStage
 from pipeline.write.layout import CONFIG, MANIFEST, ROW_ORDER, OutputDir
+from pipeline.write.lease import Lease
 from pipeline.write.manifest import build_manifest, claim_output
 from pipeline.write.resume import Committed, SkipCommitted, check_exactly_once, scan_committed
 from pipeline.write.stage import WriteStage
@@ -77,6 +79,7 @@ class RunSummary:
     already_complete: bool = False
     windows_resumed: int = 0
     input_errors: list = field(default_factory=list)
+    storage_retries: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -90,6 +93,9 @@ class RunSummary:
             f"{self.windows} windows{resumed}, {self.tokens} tokens in {self.elapsed_s:.1f} s "
             f"({self.tokens_per_s:,.0f} tokens/s) -> {self.output}"
         )
+        if self.storage_retries:
+            n = self.storage_retries
+            text += f"\ndnaembed: {n} object store requests failed and were retried"
         for e in self.input_errors:
             text += f"\ndnaembed: warning: input broke off after {e['records_read']} records: "
             text += e["reason"]
@@ -108,6 +114,7 @@ class RunSummary:
             already_complete,
             c.get("windows_resumed", 0),
             manifest.get("input_errors", []),
+            c.get("storage_retries", 0),
         )
 
 
@@ -398,16 +405,28 @@ def place_engines(p: Plan) -> str:
 
     cfg = p.cfg
     p.engine.device = _resolve_device(cfg.embed.device)
-    lo, _ = actor_range(cfg.embed.num_actors)
-    shape = ActorShape(
-        p.engine.gpus,
-        cfg.embed.cpus_per_actor,
-        lo,
-        cfg.embed.tensor_parallel_size,
-        cfg.embed.pipeline_parallel_size,
+    placed = check_placement(
+        actor_shape(p), cfg.ray.cpus_per_task, ray.nodes(), cfg.ray.placement_timeout_s
     )
-    placed = check_placement(shape, cfg.ray.cpus_per_task, ray.nodes(), cfg.ray.placement_timeout_s)
     return f"{placed} on {p.engine.device}, packs of up to {p.pack_tokens:,} tokens"
+
+
+def actor_shape(p: Plan) -> ActorShape:
+    """What one engine actor needs of a node (once the device is resolved)."""
+    e = p.cfg.embed
+    lo, _ = actor_range(e.num_actors)
+    return ActorShape(
+        p.engine.gpus, e.cpus_per_actor, lo, e.tensor_parallel_size, e.pipeline_parallel_size
+    )
+
+
+def on_this_node() -> Any:
+    """Pin an actor to the driver's node: the run's bookkeeping must not die with a worker
+    node (it would end the run); the driver's own node going means the run is gone anyway."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
@@ -416,16 +435,33 @@ def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
     from ray.data import DataContext
 
     cfg = p.cfg
-    DataContext.get_current().enable_progress_bars = cfg.ray.progress_bars
-    stats_actor = ray.remote(RunStats).options(num_cpus=0).remote()
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = cfg.ray.progress_bars
+    # A stage's own error reaches the driver as itself (Ray Data would wrap a batch function's
+    # in a UserCodeException that loses it on the way), so the user sees our message.
+    ctx.raise_original_map_exception = True
+    stats_actor = (
+        ray.remote(RunStats).options(num_cpus=0, scheduling_strategy=on_this_node()).remote()
+    )
     stats = StatsSink(stats_actor)
     try:
         done = ray.put(committed.ids) if committed.rows else None
         progress = ProgressReporter(
             stats.progress, len(p.sources), cfg.log.progress, cfg.log.interval_s, echo
         )
-        with progress:
-            commits = list(build_dataset(p, stats, done).iter_rows())
+        # Engines lost with a node and never placed again would stall the run: end it instead.
+        watch = EngineWatch(
+            actor_shape(p),
+            cfg.ray.placement_timeout_s,
+            lambda: ray.get(stats_actor.actors.remote()),
+        )
+        with progress, watch:
+            try:
+                commits = list(build_dataset(p, stats, done).iter_rows())
+            except Exception as e:
+                if watch.reason:
+                    raise ClusterError(watch.reason) from e
+                raise
         totals = stats.totals()
     finally:
         # Stop the engines now: a failed run's held exception could keep them alive.
@@ -516,27 +552,32 @@ def run(cfg: Config, echo: Echo = print) -> RunSummary:
 
 def _run(cfg: Config, echo: Echo) -> RunSummary:
     t0 = time.perf_counter()
+    retried = failed_requests()
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     log.info("resolved config:\n%s", resolved)
     p = plan(cfg)
     echo(header(p))
     out = OutputDir(cfg.output.path, cfg.storage.options())
-    existing = claim_output(out, p.fingerprint, p.fields, cfg.output.mode)
-    if existing is not None:
-        summary = RunSummary.from_manifest(cfg.output.path, existing, already_complete=True)
-        echo(summary.line())
-        return summary
-    out.write_bytes(resolved.encode(), CONFIG)
-    committed = scan_committed(out, p.fingerprint)
-    if committed.rows:
-        echo(
-            f"dnaembed: resuming: {committed.rows} windows already in "
-            f"{len(committed.shards)} committed shards"
-        )
-    with ray_session(cfg):
-        echo(f"dnaembed: {place_engines(p)}")
-        manifest = embed_all(p, committed, echo, t0)
-    out.write_json(manifest, MANIFEST)
+    # One driver per output: a second one stops here, naming the first.
+    with Lease(out, p.fingerprint, cfg.output.lease_s) as lease:
+        existing = claim_output(out, p.fingerprint, p.fields, cfg.output.mode)
+        if existing is not None:
+            summary = RunSummary.from_manifest(cfg.output.path, existing, already_complete=True)
+            echo(summary.line())
+            return summary
+        out.write_bytes(resolved.encode(), CONFIG)
+        committed = scan_committed(out, p.fingerprint)
+        if committed.rows:
+            echo(
+                f"dnaembed: resuming: {committed.rows} windows already in "
+                f"{len(committed.shards)} committed shards"
+            )
+        with ray_session(cfg):
+            echo(f"dnaembed: {place_engines(p)}")
+            manifest = embed_all(p, committed, echo, t0)
+        lease.check()  # still ours: no manifest over another driver's run
+        manifest["counts"]["storage_retries"] += failed_requests() - retried  # the driver's
+        out.write_json(manifest, MANIFEST)
     summary = RunSummary.from_manifest(cfg.output.path, manifest, already_complete=False)
     echo(summary.line())
     return summary

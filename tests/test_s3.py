@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pipeline.errors import find_user_error
+from pipeline.errors import StorageError, find_user_error
 from pipeline.load.loader import load_embeddings, read_manifest
 from pipeline.run import run
 from tests import faults
 from tests.conftest import REPO, SECRET, compose_config
+from tests.s3_proxy import FaultyS3Proxy
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +81,74 @@ def test_s3_in_and_out_with_a_broken_upload_first(ray_session, s3, s3_endpoint, 
     logs = [p for p in session.rglob("*") if p.is_file()]
     assert len(logs) > 10
     assert [p for p in logs if SECRET.encode() in p.read_bytes()] == []
+
+
+def by_id(table) -> dict[str, np.ndarray]:
+    emb = table.column("embedding").combine_chunks().flatten().to_numpy()
+    emb = emb.reshape(table.num_rows, -1)
+    ids = table.column("chunk_id").to_pylist()
+    assert len(set(ids)) == len(ids), "a chunk id appears twice"
+    return dict(zip(ids, emb, strict=True))
+
+
+def throttle_args(s3, endpoint: str, out: str) -> list[str]:
+    return [
+        "model=tiny",
+        f"input=s3://in-{s3.name}/corpus/*.f*",
+        f"output=s3://out-{s3.name}/{out}/",
+        f"storage.s3.endpoint_url={endpoint}",
+        "window.size=1024",
+        "output.rows_per_shard=8",
+    ]
+
+
+def test_a_throttling_store_a_store_that_goes_down_and_nothing_lost(
+    ray_session, s3, s3_endpoint, tmp_path
+):
+    """One request in three answered 503 SlowDown, 500 or a dropped connection: retried with
+    backoff, counted, and the run is whole. Then a store that goes down midway: the run fails
+    naming the endpoint, writes no manifest, and the same command resumes once it is back."""
+    inb = f"in-{s3.name}"
+    s3.put(str(REPO / "pipeline/demo/reads.fastq.gz"), f"{inb}/corpus/reads.fq.gz")
+    s3.put(str(REPO / "pipeline/demo/NC_045512.2.fasta"), f"{inb}/corpus/genome.fa")
+    direct = {"s3": {"endpoint_url": s3_endpoint}}
+    with FaultyS3Proxy(s3_endpoint, every=3, max_faults=30) as proxy:
+        lines: list[str] = []
+        run(compose_config(*throttle_args(s3, proxy.url, "throttled")), echo=lines.append)
+        assert all(proxy.faults[k] for k in ("slowdown", "internal", "reset")), proxy.faults
+        m = read_manifest(f"s3://out-{s3.name}/throttled/", direct)
+        counted = m["counts"]["storage_retries"]
+        # Until the manifest is written (the count is in it), botocore saw every 503 and 500
+        # (but a lease renewal's may race the count); a dropped connection aiohttp may resend
+        # unseen.
+        until = next(
+            i for i, (r, _) in enumerate(proxy.log) if r.startswith("PUT") and "/manifest.json" in r
+        )
+        before = [(r, kind) for r, kind in proxy.log[:until] if kind]
+        seen = sum(kind != "reset" and "/lease.json" not in r for r, kind in before)
+        assert seen <= counted <= len(before), (counted, proxy.log)
+        assert f"{counted} object store requests failed and were retried" in lines[-1]
+    throttled = load_embeddings(f"s3://out-{s3.name}/throttled/", storage_options=direct)
+    assert throttled.num_rows == m["counts"]["windows"]
+
+    with FaultyS3Proxy(s3_endpoint, max_faults=0) as proxy:
+        proxy.down(after="/commits/", nth=2)  # the second commit record and all after it
+        args = [*throttle_args(s3, proxy.url, "down"), "storage.s3.max_attempts=2"]
+        with pytest.raises(Exception) as failed:
+            run(compose_config(*args, "output.lease_s=2"), echo=lambda *_: None)
+        err = find_user_error(failed.value)
+        assert isinstance(err, StorageError), failed.value
+        assert f"s3 endpoint {proxy.url}" in str(err) and "storage.s3.max_attempts" in str(err)
+        assert not s3.exists(f"out-{s3.name}/down/manifest.json")
+        assert len(listing(s3, f"out-{s3.name}/down/commits")) == 1
+        proxy.up()
+        # The failed driver could not remove its lease from a store that was down; this
+        # process still runs, so the lease is taken over once expired (output.lease_s).
+        time.sleep(2.1)
+        summary = run(compose_config(*args), echo=lambda *_: None)
+    assert summary.windows_resumed > 0
+    resumed = load_embeddings(f"s3://out-{s3.name}/down/", storage_options=direct)
+    got, want = by_id(resumed), by_id(throttled)
+    assert got.keys() == want.keys()
+    for cid, vec in got.items():
+        assert np.linalg.norm(vec - want[cid]) <= 1e-4 * np.linalg.norm(want[cid]), cid

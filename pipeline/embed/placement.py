@@ -8,9 +8,15 @@ node that fits (`ray.placement_timeout_s`).
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,3 +91,77 @@ def _wait_for_nodes(shape: ActorShape, timeout_s: float) -> bool:
         return pg.wait(timeout_seconds=timeout_s)
     finally:
         remove_placement_group(pg)
+
+
+class EngineWatch:
+    """On the driver, for the run: ends it when engines lost with their node cannot be placed
+    again within `timeout_s` (Ray would wait for a node forever). Killing them for good makes
+    Ray Data fail the run; `reason` says why, and a rerun resumes."""
+
+    def __init__(
+        self, shape: ActorShape, timeout_s: float, actors: Callable[[], list], poll_s: float = 1.0
+    ) -> None:
+        self.shape = shape
+        self.timeout_s = timeout_s
+        self.actors = actors
+        self.poll_s = poll_s
+        self.reason: str | None = None
+        self._since: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="engine-watch")
+
+    def __enter__(self) -> EngineWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s) and self.reason is None:
+            try:
+                self.check(time.monotonic())
+            except Exception as e:  # a watcher must not break the run it watches
+                log.debug("engine watch: %s", e)
+
+    def check(self, now: float) -> None:
+        import ray
+
+        handles = {h._actor_id.hex(): h for h in self.actors()}
+        states = {aid: actor_state(aid) for aid in handles}
+        waiting = [aid for aid, s in states.items() if s in ("RESTARTING", "PENDING_CREATION")]
+        held = [aid for aid, s in states.items() if s != "DEAD"]
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        capacity = sum(self.shape.fits(n) for n in alive)
+        if not waiting or capacity >= len(held):
+            self._since = None
+            return
+        if self._since is None:
+            self._since = now
+            log.warning(
+                "%d engine(s) lost with their node wait for one that fits (%s); "
+                "ray.placement_timeout_s=%g",
+                len(waiting),
+                describe_cluster(alive),
+                self.timeout_s,
+            )
+        if now - self._since < self.timeout_s:
+            return
+        self.reason = (
+            f"{len(waiting)} engine(s) lost with their node could not be placed again: each "
+            f"needs {self.shape.gpus} GPU(s) and {self.shape.cpus:g} CPU(s) on one node, the "
+            f"cluster now has {describe_cluster(alive)} for {len(held)} engine(s); waited "
+            f"ray.placement_timeout_s={self.timeout_s:g} s. Committed shards are kept: run the "
+            "same command again to resume (raise ray.placement_timeout_s to wait for a "
+            "replacement node)"
+        )
+        for aid in waiting:
+            ray.kill(handles[aid], no_restart=True)
+
+
+def actor_state(actor_id: str) -> str | None:
+    """ALIVE, RESTARTING, PENDING_CREATION, DEAD, ... from the GCS (no dashboard needed)."""
+    from ray._private import state  # Ray's public state API needs the dashboard
+
+    return state.actors(actor_id=actor_id).get("State")

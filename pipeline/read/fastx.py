@@ -22,7 +22,7 @@ from pipeline.config import IUPAC_DNA
 from pipeline.errors import InputError
 from pipeline.read.fastq import Malformed, parse_fastq
 from pipeline.read.sources import format_from_name
-from pipeline.storage import get_fs
+from pipeline.storage import get_fs, store_errors
 
 _INVALID = re.compile(f"[^{IUPAC_DNA}]")
 _AMBIGUITY_TO_N = str.maketrans({c: "N" for c in IUPAC_DNA if c not in "ACGTN"})
@@ -53,18 +53,20 @@ def open_binary(
     """Open a file for reading, decompressing gzip (detected by magic bytes, not by name, so
     .gz, .bgz or no suffix; every member of a bgzip file). `what` names it when missing."""
     fs, path = get_fs(uri, options)
-    try:
-        raw = fs.open(path, "rb")
-    except FileNotFoundError as e:
-        raise InputError(f"{what} not found: {uri}") from e
-    with raw:
-        magic = raw.read(2)
-        raw.seek(0)
-        if magic == _GZIP_MAGIC:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                yield gz
-        else:
-            yield raw
+    # An object store that stays down (after its retries) fails naming its endpoint.
+    with store_errors(fs, f"reading {uri}"):
+        try:
+            raw = fs.open(path, "rb")
+        except FileNotFoundError as e:
+            raise InputError(f"{what} not found: {uri}") from e
+        with raw:
+            magic = raw.read(2)
+            raw.seek(0)
+            if magic == _GZIP_MAGIC:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+                    yield gz
+            else:
+                yield raw
 
 
 def sniff_format(uri: str, options: dict[str, Any] | None = None) -> str | None:

@@ -13,6 +13,7 @@ from pipeline.errors import InputError
 from pipeline.read.fastx import Skipped, iter_records, normalise
 from pipeline.read.pieces import IndexedFasta, check_header, parts
 from pipeline.stages import RaySpec, Stage, StatsSink, report_key
+from pipeline.storage import failed_requests
 
 RECORD_SCHEMA = pa.schema(
     [
@@ -69,6 +70,7 @@ class ReadStage(Stage):
                 yield from self.read_piece(row)
 
     def read_file(self, uri: str) -> Iterator[pa.Table]:
+        retried = failed_requests()
         rows: dict[str, list] = {k: [] for k in RECORD_SCHEMA.names}
         records = bases = pending = 0
         skipped: list[dict] = []
@@ -125,6 +127,7 @@ class ReadStage(Stage):
                 "inputs": [
                     {"uri": uri, "records": records, "bases": bases, "complete": not errors}
                 ],
+                "storage_retries": failed_requests() - retried,
             },
         )
 
@@ -134,6 +137,7 @@ class ReadStage(Stage):
         if self.window is None:
             raise ValueError("ReadStage reads pieces of a file only when given window=")
         uri = row["source"]
+        retried = failed_requests()
         ref = IndexedFasta(uri, self.storage_options)
         try:
             index = ref.lengths()
@@ -194,6 +198,7 @@ class ReadStage(Stage):
                 # read, as the index has it (pieces skip nothing: see pieces.why_not_split).
                 "records_to_window": row["parts"] if first else 0,
                 "inputs_read": int(first),
+                "storage_retries": failed_requests() - retried,
                 "skipped": [],
                 "input_errors": [],
                 "inputs": (

@@ -1,6 +1,7 @@
 """Where things live in an output directory. Every reader and writer goes through here.
 
 <output>/manifest.json      written last: the run is complete iff it exists
+<output>/lease.json         while a driver runs: who it is (pipeline/write/lease.py)
 <output>/run.json           written first: fingerprint of the config that owns this output
 <output>/config.yaml        the resolved config
 <output>/shards/part-*.parquet
@@ -9,14 +10,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.storage import get_fs, join, write_atomic
+from pipeline.errors import OutputError
+from pipeline.storage import get_fs, is_local, join, write_atomic
 
 # Every output row: these columns, then one fixed_size_list<float32>[D] column per embedding
 # (`embedding` by default; the manifest lists them).
@@ -47,6 +52,7 @@ def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
 
 MANIFEST = "manifest.json"
 RUN = "run.json"
+LEASE = "lease.json"
 CONFIG = "config.yaml"
 SHARDS = "shards"
 COMMITS = "commits"
@@ -78,6 +84,74 @@ class OutputDir:
     def write_bytes(self, data: bytes, *parts: str) -> None:
         write_atomic(self.fs, self.file(*parts), data)
 
-    def remove(self) -> None:
-        if self.fs.exists(self.path):
-            self.fs.rm(self.path, recursive=True)
+    def remove_run(self) -> list[str]:
+        """Delete a previous run's own files (manifest first), and nothing else: refuse, naming
+        what was found, where the path holds anything a dnaembed run does not write, or holds
+        files but no run record. Returns what was deleted."""
+        self.fs.invalidate_cache(self.path)
+        if not self.fs.exists(self.path):
+            return []
+        if self.fs.isfile(self.path):
+            raise OutputError(f"output {self.uri} is a file, not a directory: not overwriting it")
+        top = self.fs.ls(self.path, detail=True)
+        files, foreign = [], []
+        names = {posixpath.basename(e["name"].rstrip("/")): e for e in top}
+        for name, entry in names.items():
+            if entry["type"] == "directory" and name in (SHARDS, COMMITS):
+                inner, odd = self._run_files(entry["name"], name)
+                files += inner
+                foreign += odd
+            elif entry["type"] != "directory" and (name in OWN_FILES or _in_flight(name)):
+                files.append(entry["name"])
+            else:
+                foreign.append(name + ("/" if entry["type"] == "directory" else ""))
+        if foreign:
+            shown = ", ".join(sorted(foreign)[:5])
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise OutputError(
+                f"output.mode=overwrite: {self.uri} holds files a dnaembed run did not write "
+                f"({shown}{more}); nothing was deleted. Choose another output, or remove them"
+            )
+        if files and not ({RUN, MANIFEST} & set(names)):
+            raise OutputError(
+                f"output.mode=overwrite: {self.uri} holds {', '.join(sorted(names)[:5])} but no "
+                f"{RUN} or {MANIFEST} of a dnaembed run; nothing was deleted"
+            )
+        # The manifest first: an overwrite cut short leaves an incomplete run, never a manifest
+        # listing deleted shards. The lease is the running driver's own.
+        doomed = sorted(
+            (f for f in files if posixpath.basename(f) != LEASE),
+            key=lambda f: (posixpath.basename(f) != MANIFEST, f),
+        )
+        if doomed:
+            self.fs.rm(doomed[:1])
+            if doomed[1:]:
+                self.fs.rm(doomed[1:])
+        for sub in (SHARDS, COMMITS):
+            if sub in names and is_local(self.fs):
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.file(sub))
+        return doomed
+
+    def _run_files(self, path: str, sub: str) -> tuple[list[str], list[str]]:
+        """(our files, anything else) directly under shards/ or commits/."""
+        suffix = ".parquet" if sub == SHARDS else ".parquet.json"
+        ours, odd = [], []
+        for e in self.fs.ls(path, detail=True):
+            name = posixpath.basename(e["name"].rstrip("/"))
+            if e["type"] != "directory" and (
+                (name.startswith(SHARD_PREFIX) and name.endswith(suffix)) or _in_flight(name)
+            ):
+                ours.append(e["name"])
+            else:
+                odd.append(f"{sub}/{name}" + ("/" if e["type"] == "directory" else ""))
+        return ours, odd
+
+
+# What a run writes at the top of its output (shards/ and commits/ hold part-* files).
+OWN_FILES = frozenset({MANIFEST, RUN, CONFIG, LEASE})
+
+
+def _in_flight(name: str) -> bool:
+    """A write in flight or abandoned by a killed writer (pipeline.storage.write_atomic)."""
+    return name.startswith(".tmp-")

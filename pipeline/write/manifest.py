@@ -28,7 +28,7 @@ def differing_keys(old: dict, new: dict) -> list[str]:
 def claim_output(out: OutputDir, fingerprint: str, fields: dict, mode: str) -> dict | None:
     """Make `out` ours, or refuse. Returns the existing manifest if this exact run is complete."""
     if mode == "overwrite":
-        out.remove()
+        out.remove_run()
     owner = None
     if out.exists(MANIFEST):
         owner = out.read_json(MANIFEST)
@@ -121,6 +121,10 @@ def build_manifest(
             "engine_requests": stats.get("engine_requests", 0),
             "engine_requests_shared": stats.get("engine_requests_shared", 0),
             "tokens": tokens,
+            # Object-store requests that failed and were retried (throttling, 5xx, dropped
+            # connections): by the read and write tasks and the driver.
+            "storage_retries": stats.get("storage_retries", 0)
+            + sum(c.get("storage_retries") or 0 for c in commits),
         },
         "skipped_records": skipped,
         "input_errors": sorted(stats.get("input_errors", []), key=lambda e: e["uri"]),

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from pipeline.embed.outputs import DEFAULT_COLUMN
 from pipeline.stages import RaySpec, Stage
+from pipeline.storage import failed_requests
 from pipeline.window.windows import id_array, id_hash
 from pipeline.write.layout import (
     COMMITS,
@@ -35,6 +36,11 @@ COMMIT_SCHEMA = pa.schema(
 )
 
 
+# What a write task hands the driver: the commit, and the object store's failed requests the
+# write met (retried; pipeline.storage), for the manifest's count.
+ROW_SCHEMA = COMMIT_SCHEMA.append(pa.field("storage_retries", pa.int64()))
+
+
 def shard_name(chunk_ids: list[str]) -> str:
     """Deterministic in the set of chunks: a retried task rewrites the same shard."""
     h = hashlib.blake2b(digest_size=12)
@@ -44,7 +50,7 @@ def shard_name(chunk_ids: list[str]) -> str:
 
 
 class WriteStage(Stage):
-    adds = tuple(COMMIT_SCHEMA.names)
+    adds = tuple(ROW_SCHEMA.names)
 
     def __init__(
         self,
@@ -74,6 +80,7 @@ class WriteStage(Stage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_columns(batch)
+        retried = failed_requests()
         out = OutputDir(self.output, self.storage_options)
         table = batch.select(list(self.needs)).sort_by(self.sort_keys)
         table = table.replace_schema_metadata(
@@ -99,4 +106,5 @@ class WriteStage(Stage):
         out.write_bytes(data, SHARDS, name)
         # The commit record follows the shard: a shard without one is not part of the run.
         out.write_json({**commit, "fingerprint": self.fingerprint}, COMMITS, f"{name}.json")
-        return pa.Table.from_pylist([commit], schema=COMMIT_SCHEMA)
+        row = {**commit, "storage_retries": failed_requests() - retried}
+        return pa.Table.from_pylist([row], schema=ROW_SCHEMA)
