@@ -376,6 +376,9 @@ class RayConfig:
     """null: start a local Ray for this run | auto: join the cluster this process runs on."""
     num_cpus: int | None = None
     """CPUs of a local Ray (null: all)."""
+    object_store_memory: int | None = None
+    """Bytes of a local Ray's object store (null: Ray's default, 30% of memory); blocks beyond
+    it wait (Ray Data's backpressure) or spill to disk. In a container, /dev/shm bounds it."""
     cpus_per_task: float = 1.0
     """CPUs per read, window, tokenize and write task."""
     placement_timeout_s: float = 0.0
@@ -392,6 +395,7 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         _at_least("ray.num_cpus", self.num_cpus, 1)
+        _at_least("ray.object_store_memory", self.object_store_memory, 75 << 20)
         _at_least("ray.placement_timeout_s", self.placement_timeout_s, 0)
 
 

@@ -386,6 +386,9 @@ def ray_session(cfg: Config) -> Iterator[None]:
                 # "local": a new Ray for this run, even where `ray start` left one running.
                 address=cfg.ray.address or "local",
                 num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+                object_store_memory=(
+                    cfg.ray.object_store_memory if cfg.ray.address is None else None
+                ),
                 include_dashboard=False,
                 log_to_driver=cfg.ray.log_to_driver,
                 logging_level=str(cfg.ray.log_level),

@@ -38,9 +38,7 @@ def s3_options(
     # botocore's standard mode retries throttling (503 SlowDown), 5xx and dropped connections
     # with exponential backoff and jitter; s3fs adds a few tries of its own around it.
     opts: dict[str, Any] = {
-        "config_kwargs": {
-            "retries": {"mode": "standard", "total_max_attempts": int(max_attempts)}
-        }
+        "config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": int(max_attempts)}}
     }
     if endpoint_url:
         opts["endpoint_url"] = str(endpoint_url)

@@ -165,38 +165,43 @@ def test_negative_control_naive_write_leaves_a_partial_object(
     assert fs.size(f"{root}/naive.bin") == 700
 
 
-def test_driver_killed_then_resumed(ray_session, corpus, reference, tmp_path):
+def test_two_drivers_on_one_output_one_runs_the_others_refuse_naming_it(
+    ray_session, corpus, reference, tmp_path
+):
+    """Three drivers started together on one output, two with this config and one with
+    another: one runs, the others refuse naming it; never shards of two configs."""
     out = tmp_path / "out"
-    args = ["model=tiny", inputs(corpus, "reads.fq.gz", "mixed.fa"), f"output={out}", *SETTINGS]
-    fault_file = tmp_path / "driver-fault.json"
-    fault_file.write_text(json.dumps({"point": "driver.commits", "after": 3, "action": "exit"}))
-    env = {**os.environ, faults.ENV: str(fault_file), "PYTHONPATH": str(REPO)}
     address = ray_session.get_runtime_context().gcs_address
-    # The CLI, with the fault points wrapped in its process first.
-    driver = "import sys, tests.faults; tests.faults.install(); from pipeline.cli import main; "
-    driver += "sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.run(
-        [sys.executable, "-c", driver, *args, f"ray.address={address}"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 17, proc.stderr[-2000:]
-    commits = list((out / "commits").glob("part-*.json"))
-    assert len(commits) >= 3
-    with pytest.raises(OutputError, match="no manifest: the run is incomplete"):
-        load_embeddings(str(out))
-    lines = []
-    summary = run(config(corpus, out), echo=lines.append)
+    base = ["model=tiny", inputs(corpus, "reads.fq.gz", "mixed.fa"), f"output={out}", *SETTINGS]
+    configs = [base, base, [*base, "window.stride=650"]]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args, f"ray.address={address}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in configs
+    ]
+    results = [(p, *p.communicate(timeout=600)) for p in procs]
+    ran = [(p, args) for (p, _, _), args in zip(results, configs, strict=True) if p.returncode == 0]
+    assert len(ran) == 1, [(p.returncode, err[-500:]) for p, _, err in results]
+    (winner, args) = ran[0]
+    for p, _, err in results:
+        if p is winner:
+            continue
+        assert p.returncode == 2
+        (line,) = [x for x in err.splitlines() if x.startswith("dnaembed: error:")]
+        assert f"is in use by another dnaembed driver: pid {winner.pid} on " in line
     m = assert_accounting(out)
-    committed_rows = sum(json.loads(p.read_text())["rows"] for p in commits)
-    assert m["counts"]["windows_resumed"] >= committed_rows
-    # Engine requests: only the windows that no committed shard held.
-    assert m["counts"]["windows_embedded"] == summary.windows - m["counts"]["windows_resumed"]
-    assert any(line.startswith("dnaembed: resuming: ") for line in lines)
-    assert_same(out, reference)
+    fingerprints = {json.loads(c.read_text())["fingerprint"] for c in (out / "commits").iterdir()}
+    assert fingerprints == {m["fingerprint"]}  # one config's shards, and only them
+    assert not (out / "lease.json").exists()  # released
+    if args is base:
+        assert_same(out, reference)
 
 
 def test_truncated_input_fails_naming_it_or_is_reported(ray_session, corpus, reference, tmp_path):

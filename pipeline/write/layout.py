@@ -112,17 +112,16 @@ class OutputDir:
                 f"output.mode=overwrite: {self.uri} holds files a dnaembed run did not write "
                 f"({shown}{more}); nothing was deleted. Choose another output, or remove them"
             )
+        # The lease is the running driver's own: it makes no directory a run.
+        files = [f for f in files if posixpath.basename(f) != LEASE]
         if files and not ({RUN, MANIFEST} & set(names)):
             raise OutputError(
                 f"output.mode=overwrite: {self.uri} holds {', '.join(sorted(names)[:5])} but no "
                 f"{RUN} or {MANIFEST} of a dnaembed run; nothing was deleted"
             )
         # The manifest first: an overwrite cut short leaves an incomplete run, never a manifest
-        # listing deleted shards. The lease is the running driver's own.
-        doomed = sorted(
-            (f for f in files if posixpath.basename(f) != LEASE),
-            key=lambda f: (posixpath.basename(f) != MANIFEST, f),
-        )
+        # listing deleted shards.
+        doomed = sorted(files, key=lambda f: (posixpath.basename(f) != MANIFEST, f))
         if doomed:
             self.fs.rm(doomed[:1])
             if doomed[1:]:

@@ -96,3 +96,15 @@ def test_overwrite_of_a_file_or_nothing(tmp_path):
     with pytest.raises(OutputError, match="is a file"):
         claim_output(OutputDir(str(tmp_path / "f")), "new", FIELDS, "overwrite")
     assert claim_output(OutputDir(str(tmp_path / "new")), "new", FIELDS, "overwrite") is None
+
+
+def test_overwrite_while_holding_the_lease_of_a_new_output(tmp_path):
+    """The driver takes the lease (a file in the output) before it claims the output."""
+    from pipeline.write.lease import Lease
+
+    out = OutputDir(str(tmp_path / "fresh"))
+    with Lease(out, "new"):
+        assert claim_output(out, "new", FIELDS, "overwrite") is None
+        a_run(out)
+        assert claim_output(out, "newer", FIELDS, "overwrite") is None
+        assert listing(out) == ["lease.json", RUN]
