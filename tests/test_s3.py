@@ -23,27 +23,46 @@ def listing(s3, prefix):
     return sorted(s3.find(prefix))
 
 
-def test_s3_in_and_out_with_a_broken_upload_first(ray_session, s3, s3_endpoint, tmp_path):
+def by_id(table) -> dict[str, np.ndarray]:
+    emb = table.column("embedding").combine_chunks().flatten().to_numpy()
+    emb = emb.reshape(table.num_rows, -1)
+    ids = table.column("chunk_id").to_pylist()
+    assert len(set(ids)) == len(ids), "a chunk id appears twice"
+    return dict(zip(ids, emb, strict=True))
+
+
+def test_s3_broken_upload_throttling_store_store_down_nothing_lost(
+    ray_session, s3, s3_endpoint, tmp_path
+):
+    """Input and output on S3. A shard upload broken midway fails the run and leaves nothing
+    partial; the same command through a store that answers one request in three with 503
+    SlowDown, 500 or a dropped connection retries with backoff, counts the retries and
+    finishes the run. A store that goes down midway fails the run naming its endpoint and
+    writes no manifest; once it is back the same command resumes. Credentials appear nowhere."""
     inb, outb = f"in-{s3.name}", f"out-{s3.name}"
     s3.put(str(REPO / "pipeline/demo/reads.fastq.gz"), f"{inb}/corpus/reads.fq.gz")
     s3.put(str(REPO / "pipeline/demo/NC_045512.2.fasta"), f"{inb}/corpus/genome.fa")
     s3.pipe(f"{inb}/corpus/notes.txt", b"not an input")
-    args = [
-        "model=tiny",
-        f"input=s3://{inb}/corpus/*.f*",
-        f"output=s3://{outb}/run/",
-        f"storage.s3.endpoint_url={s3_endpoint}",
-        "window.size=1024",
-        "output.rows_per_shard=8",
-        f"log.file={tmp_path / 'run.log'}",
-    ]
+    direct = {"s3": {"endpoint_url": s3_endpoint}}
+
+    def args(endpoint: str, out: str) -> list[str]:
+        return [
+            "model=tiny",
+            f"input=s3://{inb}/corpus/*.f*",
+            f"output=s3://{outb}/{out}/",
+            f"storage.s3.endpoint_url={endpoint}",
+            "window.size=1024",
+            "output.rows_per_shard=8",
+            f"log.file={tmp_path / 'run.log'}",
+        ]
+
     lines: list[str] = []
 
     # A shard upload that breaks after 1000 bytes fails the run and leaves no object behind.
     faults.arm("write.bytes", 1000, "raise", once=tmp_path / "fired")
     try:
         with pytest.raises(Exception) as failed:
-            run(compose_config(*args), echo=lines.append)
+            run(compose_config(*args(s3_endpoint, "run")), echo=lines.append)
     finally:
         faults.disarm()
     assert "injected fault at write.bytes" in str(failed.value) or find_user_error(failed.value)
@@ -53,71 +72,15 @@ def test_s3_in_and_out_with_a_broken_upload_first(ray_session, s3, s3_endpoint, 
     assert len(shards) == len(commits)  # every shard visible is a committed, whole one
     assert not s3.exists(f"{outb}/run/manifest.json")
     with pytest.raises(Exception, match="no manifest: the run is incomplete"):
-        load_embeddings(f"s3://{outb}/run/", storage_options={"s3": {"endpoint_url": s3_endpoint}})
+        load_embeddings(f"s3://{outb}/run/", storage_options=direct)
 
-    # The same command again finishes the run.
-    summary = run(compose_config(*args), echo=lines.append)
-    table = load_embeddings(
-        f"s3://{outb}/run/", storage_options={"s3": {"endpoint_url": s3_endpoint}}
-    )
-    manifest = read_manifest(f"s3://{outb}/run/", {"s3": {"endpoint_url": s3_endpoint}})
-    sources = set(table.column("source").to_pylist())
-    assert sources == {f"s3://{inb}/corpus/reads.fq.gz", f"s3://{inb}/corpus/genome.fa"}
-    assert table.num_rows == summary.windows == manifest["counts"]["windows"]
-    assert table.num_rows >= 30 + 24
-    assert len(set(table.column("chunk_id").to_pylist())) == table.num_rows
-    c = manifest["counts"]
-    assert c["records"] == 25 == c["records_embedded"] + c["records_skipped"]
-    assert c["windows_resumed"] + c["windows_embedded"] == c["windows"]
-
-    # The secret in the environment is nowhere: not in any object, log line or Ray log.
-    blobs = [s3.cat(p) for p in listing(s3, outb)]
-    assert blobs and not [b for b in blobs if SECRET.encode() in b]
-    assert not [line for line in lines if SECRET in line]
-    log = (tmp_path / "run.log").read_text()
-    assert f"endpoint_url: {s3_endpoint}" in log and SECRET not in log
-    assert f"endpoint_url: {s3_endpoint}" in s3.cat(f"{outb}/run/config.yaml").decode()
-    session = Path(ray_session._private.worker._global_node.get_session_dir_path())
-    logs = [p for p in session.rglob("*") if p.is_file()]
-    assert len(logs) > 10
-    assert [p for p in logs if SECRET.encode() in p.read_bytes()] == []
-
-
-def by_id(table) -> dict[str, np.ndarray]:
-    emb = table.column("embedding").combine_chunks().flatten().to_numpy()
-    emb = emb.reshape(table.num_rows, -1)
-    ids = table.column("chunk_id").to_pylist()
-    assert len(set(ids)) == len(ids), "a chunk id appears twice"
-    return dict(zip(ids, emb, strict=True))
-
-
-def throttle_args(s3, endpoint: str, out: str) -> list[str]:
-    return [
-        "model=tiny",
-        f"input=s3://in-{s3.name}/corpus/*.f*",
-        f"output=s3://out-{s3.name}/{out}/",
-        f"storage.s3.endpoint_url={endpoint}",
-        "window.size=1024",
-        "output.rows_per_shard=8",
-    ]
-
-
-def test_a_throttling_store_a_store_that_goes_down_and_nothing_lost(
-    ray_session, s3, s3_endpoint, tmp_path
-):
-    """One request in three answered 503 SlowDown, 500 or a dropped connection: retried with
-    backoff, counted, and the run is whole. Then a store that goes down midway: the run fails
-    naming the endpoint, writes no manifest, and the same command resumes once it is back."""
-    inb = f"in-{s3.name}"
-    s3.put(str(REPO / "pipeline/demo/reads.fastq.gz"), f"{inb}/corpus/reads.fq.gz")
-    s3.put(str(REPO / "pipeline/demo/NC_045512.2.fasta"), f"{inb}/corpus/genome.fa")
-    direct = {"s3": {"endpoint_url": s3_endpoint}}
+    # The same command again, through a throttling store, finishes the run.
     with FaultyS3Proxy(s3_endpoint, every=3, max_faults=30) as proxy:
-        lines: list[str] = []
-        run(compose_config(*throttle_args(s3, proxy.url, "throttled")), echo=lines.append)
+        summary = run(compose_config(*args(proxy.url, "run")), echo=lines.append)
+        throttled_url = proxy.url
         assert all(proxy.faults[k] for k in ("slowdown", "internal", "reset")), proxy.faults
-        m = read_manifest(f"s3://out-{s3.name}/throttled/", direct)
-        counted = m["counts"]["storage_retries"]
+        manifest = read_manifest(f"s3://{outb}/run/", direct)
+        counted = manifest["counts"]["storage_retries"]
         # Until the manifest is written (the count is in it), botocore saw every 503 and 500
         # (but a lease renewal's may race the count); a dropped connection aiohttp may resend
         # unseen.
@@ -128,27 +91,46 @@ def test_a_throttling_store_a_store_that_goes_down_and_nothing_lost(
         seen = sum(kind != "reset" and "/lease.json" not in r for r, kind in before)
         assert seen <= counted <= len(before), (counted, proxy.log)
         assert f"{counted} object store requests failed and were retried" in lines[-1]
-    throttled = load_embeddings(f"s3://out-{s3.name}/throttled/", storage_options=direct)
-    assert throttled.num_rows == m["counts"]["windows"]
+    table = load_embeddings(f"s3://{outb}/run/", storage_options=direct)
+    sources = set(table.column("source").to_pylist())
+    assert sources == {f"s3://{inb}/corpus/reads.fq.gz", f"s3://{inb}/corpus/genome.fa"}
+    assert table.num_rows == summary.windows == manifest["counts"]["windows"]
+    assert table.num_rows >= 30 + 24
+    c = manifest["counts"]
+    assert c["records"] == 25 == c["records_embedded"] + c["records_skipped"]
+    assert c["windows_resumed"] + c["windows_embedded"] == c["windows"]
 
+    # A store that goes down midway: the run fails naming it, and resumes once it is back.
     with FaultyS3Proxy(s3_endpoint, max_faults=0) as proxy:
         proxy.down(after="/commits/", nth=2)  # the second commit record and all after it
-        args = [*throttle_args(s3, proxy.url, "down"), "storage.s3.max_attempts=2"]
+        down = [*args(proxy.url, "down"), "storage.s3.max_attempts=2"]
         with pytest.raises(Exception) as failed:
-            run(compose_config(*args, "output.lease_s=2"), echo=lambda *_: None)
+            run(compose_config(*down, "output.lease_s=2"), echo=lambda *_: None)
         err = find_user_error(failed.value)
         assert isinstance(err, StorageError), failed.value
         assert f"s3 endpoint {proxy.url}" in str(err) and "storage.s3.max_attempts" in str(err)
-        assert not s3.exists(f"out-{s3.name}/down/manifest.json")
-        assert len(listing(s3, f"out-{s3.name}/down/commits")) == 1
+        assert not s3.exists(f"{outb}/down/manifest.json")
+        assert len(listing(s3, f"{outb}/down/commits")) == 1
         proxy.up()
         # The failed driver could not remove its lease from a store that was down; this
         # process still runs, so the lease is taken over once expired (output.lease_s).
         time.sleep(2.1)
-        summary = run(compose_config(*args), echo=lambda *_: None)
-    assert summary.windows_resumed > 0
-    resumed = load_embeddings(f"s3://out-{s3.name}/down/", storage_options=direct)
-    got, want = by_id(resumed), by_id(throttled)
+        resumed = run(compose_config(*down), echo=lines.append)
+    assert resumed.windows_resumed > 0
+    got = by_id(load_embeddings(f"s3://{outb}/down/", storage_options=direct))
+    want = by_id(table)
     assert got.keys() == want.keys()
     for cid, vec in got.items():
         assert np.linalg.norm(vec - want[cid]) <= 1e-4 * np.linalg.norm(want[cid]), cid
+
+    # The secret in the environment is nowhere: not in any object, log line or Ray log.
+    blobs = [s3.cat(p) for p in listing(s3, outb)]
+    assert blobs and not [b for b in blobs if SECRET.encode() in b]
+    assert not [line for line in lines if SECRET in line]
+    log = (tmp_path / "run.log").read_text()
+    assert "endpoint_url: http://127.0.0.1:" in log and SECRET not in log
+    assert f"endpoint_url: {throttled_url}" in s3.cat(f"{outb}/run/config.yaml").decode()
+    session = Path(ray_session._private.worker._global_node.get_session_dir_path())
+    logs = [p for p in session.rglob("*") if p.is_file()]
+    assert len(logs) > 10
+    assert [p for p in logs if SECRET.encode() in p.read_bytes()] == []
