@@ -50,7 +50,7 @@ from pipeline.read.reference import Reference
 from pipeline.read.sources import expand_inputs
 from pipeline.read.stage import ReadStage, RegionReadStage, VariantReadStage
 from pipeline.stages import RunStats, Stage, StatsSink, add_stage
-from pipeline.storage import failed_requests
+from pipeline.storage import failed_requests, store_errors
 from pipeline.tokenize.budget import pack_budget
 from pipeline.tokenize.stage import TokenizeStage
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, check_window_fits
@@ -561,15 +561,24 @@ def _run(cfg: Config, echo: Echo) -> RunSummary:
     p = plan(cfg)
     echo(header(p))
     out = OutputDir(cfg.output.path, cfg.storage.options())
+
+    def output_ops() -> Any:
+        # The driver's own requests to the output: a store that is down fails naming itself.
+        return store_errors(out.fs, f"using the output {cfg.output.path}")
+
     # One driver per output: a second one stops here, naming the first.
-    with Lease(out, p.fingerprint, cfg.output.lease_s) as lease:
-        existing = claim_output(out, p.fingerprint, p.fields, cfg.output.mode)
+    with output_ops():
+        lease = Lease(out, p.fingerprint, cfg.output.lease_s).acquire()
+    try:
+        with output_ops():
+            existing = claim_output(out, p.fingerprint, p.fields, cfg.output.mode)
+            if existing is None:
+                out.write_bytes(resolved.encode(), CONFIG)
+                committed = scan_committed(out, p.fingerprint)
         if existing is not None:
             summary = RunSummary.from_manifest(cfg.output.path, existing, already_complete=True)
             echo(summary.line())
             return summary
-        out.write_bytes(resolved.encode(), CONFIG)
-        committed = scan_committed(out, p.fingerprint)
         if committed.rows:
             echo(
                 f"dnaembed: resuming: {committed.rows} windows already in "
@@ -578,9 +587,12 @@ def _run(cfg: Config, echo: Echo) -> RunSummary:
         with ray_session(cfg):
             echo(f"dnaembed: {place_engines(p)}")
             manifest = embed_all(p, committed, echo, t0)
-        lease.check()  # still ours: no manifest over another driver's run
-        manifest["counts"]["storage_retries"] += failed_requests() - retried  # the driver's
-        out.write_json(manifest, MANIFEST)
+        with output_ops():
+            lease.check()  # still ours: no manifest over another driver's run
+            manifest["counts"]["storage_retries"] += failed_requests() - retried  # the driver's
+            out.write_json(manifest, MANIFEST)
+    finally:
+        lease.release()
     summary = RunSummary.from_manifest(cfg.output.path, manifest, already_complete=False)
     echo(summary.line())
     return summary

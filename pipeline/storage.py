@@ -126,7 +126,8 @@ def store_errors(fs: fsspec.AbstractFileSystem, what: str) -> Iterator[None]:
         attempts = ((getattr(fs, "config_kwargs", None) or {}).get("retries") or {}).get(
             "total_max_attempts"
         )
-        tried = f" after {attempts} attempts (storage.s3.max_attempts)" if attempts else ""
+        plural = "s" if attempts != 1 else ""
+        tried = f" after {attempts} attempt{plural} (storage.s3.max_attempts)" if attempts else ""
         raise StorageError(
             f"{store_name(fs)}: {what} failed{tried}: {type(e).__name__}: {e}"
         ) from e

@@ -105,6 +105,15 @@ def vllm_inprocess():
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = old
 
 
+def embeddings_by_id(table) -> dict:
+    """{chunk_id: embedding} of an output's table; fails if an id appears twice."""
+    emb = table.column("embedding").combine_chunks().flatten().to_numpy()
+    emb = emb.reshape(table.num_rows, -1)
+    ids = table.column("chunk_id").to_pylist()
+    assert len(set(ids)) == len(ids), "a chunk id appears twice"
+    return dict(zip(ids, emb, strict=True))
+
+
 def compose_config(*overrides: str):
     from pipeline.config import compose, to_config
 

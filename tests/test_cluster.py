@@ -16,7 +16,7 @@ import pytest
 from pipeline.load.loader import load_embeddings, read_manifest
 from pipeline.run import run
 from tests import faults
-from tests.conftest import REPO, compose_config
+from tests.conftest import REPO, compose_config, embeddings_by_id
 
 pytestmark = pytest.mark.slow
 
@@ -73,11 +73,7 @@ def reference(ray_session, tmp_path_factory):
 
 
 def by_id(out) -> dict[str, np.ndarray]:
-    t = load_embeddings(str(out))
-    emb = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1)
-    ids = t.column("chunk_id").to_pylist()
-    assert len(set(ids)) == len(ids), "a chunk id appears twice"
-    return dict(zip(ids, emb, strict=True))
+    return embeddings_by_id(load_embeddings(str(out)))
 
 
 def assert_whole(out, reference) -> dict:

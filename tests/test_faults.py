@@ -20,7 +20,7 @@ from pipeline.load.loader import load_embeddings, read_manifest
 from pipeline.run import run
 from pipeline.storage import get_fs, write_atomic
 from tests import faults
-from tests.conftest import REPO, compose_config
+from tests.conftest import REPO, compose_config, embeddings_by_id
 from tests.fastx_fixtures import fasta_text, random_records, write
 
 pytestmark = pytest.mark.slow
@@ -58,11 +58,7 @@ def config(corpus, out, *extra, names=("reads.fq.gz", "mixed.fa")):
 
 
 def by_id(out) -> dict[str, np.ndarray]:
-    t = load_embeddings(str(out))
-    emb = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1)
-    ids = t.column("chunk_id").to_pylist()
-    assert len(set(ids)) == len(ids), "a chunk id appears twice"
-    return dict(zip(ids, emb, strict=True))
+    return embeddings_by_id(load_embeddings(str(out)))
 
 
 def assert_accounting(out):

@@ -12,7 +12,7 @@ from pipeline.errors import StorageError, find_user_error
 from pipeline.load.loader import load_embeddings, read_manifest
 from pipeline.run import run
 from tests import faults
-from tests.conftest import REPO, SECRET, compose_config
+from tests.conftest import REPO, SECRET, compose_config, embeddings_by_id
 from tests.s3_proxy import FaultyS3Proxy
 
 pytestmark = pytest.mark.slow
@@ -21,14 +21,6 @@ pytestmark = pytest.mark.slow
 def listing(s3, prefix):
     s3.invalidate_cache()
     return sorted(s3.find(prefix))
-
-
-def by_id(table) -> dict[str, np.ndarray]:
-    emb = table.column("embedding").combine_chunks().flatten().to_numpy()
-    emb = emb.reshape(table.num_rows, -1)
-    ids = table.column("chunk_id").to_pylist()
-    assert len(set(ids)) == len(ids), "a chunk id appears twice"
-    return dict(zip(ids, emb, strict=True))
 
 
 def test_s3_broken_upload_throttling_store_store_down_nothing_lost(
@@ -117,8 +109,8 @@ def test_s3_broken_upload_throttling_store_store_down_nothing_lost(
         time.sleep(2.1)
         resumed = run(compose_config(*down), echo=lines.append)
     assert resumed.windows_resumed > 0
-    got = by_id(load_embeddings(f"s3://{outb}/down/", storage_options=direct))
-    want = by_id(table)
+    got = embeddings_by_id(load_embeddings(f"s3://{outb}/down/", storage_options=direct))
+    want = embeddings_by_id(table)
     assert got.keys() == want.keys()
     for cid, vec in got.items():
         assert np.linalg.norm(vec - want[cid]) <= 1e-4 * np.linalg.norm(want[cid]), cid
@@ -134,3 +126,34 @@ def test_s3_broken_upload_throttling_store_store_down_nothing_lost(
     logs = [p for p in session.rglob("*") if p.is_file()]
     assert len(logs) > 10
     assert [p for p in logs if SECRET.encode() in p.read_bytes()] == []
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_an_unreachable_store_fails_at_once_naming_its_endpoint(where, tmp_path):
+    """A wrong endpoint (nothing listens there): one line and exit code 2, before any work."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    endpoint = f"http://127.0.0.1:{port}"
+    io = (
+        ["input=s3://corpus/x/*.fa", f"output={tmp_path / 'o'}"]
+        if where == "input"
+        else [f"input={REPO / 'pipeline/demo/NC_045512.2.fasta'}", "output=s3://emb/run1"]
+    )
+    store = [f"storage.s3.endpoint_url={endpoint}", "storage.s3.max_attempts=2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "model=tiny", *io, *store],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("dnaembed: error:")]
+    what = "listing the input s3://corpus/x/*.fa" if where == "input" else "using the output"
+    assert f"s3 endpoint {endpoint}: {what}" in line and "after 2 attempts" in line
+    assert "Traceback" not in proc.stderr

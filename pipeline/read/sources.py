@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.storage import canonical_uri, get_fs
+from pipeline.storage import canonical_uri, get_fs, store_errors
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".frn", ".fas", ".seq")
 FASTQ_SUFFIXES = (".fq", ".fastq")
@@ -45,20 +45,25 @@ def expand_inputs(paths: Any, options: dict[str, Any] | None = None) -> list[Sou
     sources: dict[str, Source] = {}
     for item in items:
         fs, path = get_fs(str(item), options)
-        if _has_magic(path):
-            found = sorted(p for p in fs.glob(path) if fs.isfile(p))
-            if not found:
-                raise InputError(f"input {item!r}: no files match this pattern")
-        elif fs.isdir(path):
-            found = sorted(p for p in fs.find(path, maxdepth=1) if format_from_name(p) is not None)
-            if not found:
-                raise InputError(f"input {item!r}: directory holds no FASTA/FASTQ files")
-        elif fs.exists(path):
-            found = [path]
-        else:
-            raise InputError(f"input not found: {item}")
-        for p in found:
-            uri = canonical_uri(fs, p)
-            # A file named twice (a path and a glob that matches it) is read once.
-            sources.setdefault(uri, Source(uri=uri, size=int(fs.size(p) or 0)))
+        with store_errors(fs, f"listing the input {item}"):
+            for source in _expand(str(item), fs, path):
+                # A file named twice (a path and a glob that matches it) is read once.
+                sources.setdefault(source.uri, source)
     return list(sources.values())
+
+
+def _expand(item: str, fs: Any, path: str) -> list[Source]:
+    """The files one input item names."""
+    if _has_magic(path):
+        found = sorted(p for p in fs.glob(path) if fs.isfile(p))
+        if not found:
+            raise InputError(f"input {item!r}: no files match this pattern")
+    elif fs.isdir(path):
+        found = sorted(p for p in fs.find(path, maxdepth=1) if format_from_name(p) is not None)
+        if not found:
+            raise InputError(f"input {item!r}: directory holds no FASTA/FASTQ files")
+    elif fs.exists(path):
+        found = [path]
+    else:
+        raise InputError(f"input not found: {item}")
+    return [Source(uri=canonical_uri(fs, p), size=int(fs.size(p) or 0)) for p in found]
