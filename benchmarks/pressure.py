@@ -59,6 +59,7 @@ class RssSampler:
 
         self.root = psutil.Process(pid)
         self.peak: dict[int, tuple[int, str]] = {}
+        self.peak_uss: dict[int, int] = {}
         self.total = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -82,21 +83,38 @@ class RssSampler:
             total = 0
             for p in procs:
                 try:
-                    rss = p.memory_info().rss
+                    # USS: the process's private pages; RSS adds the object store's shared
+                    # memory and spill files it has mapped.
+                    mem = p.memory_full_info()
+                    rss, uss = mem.rss, mem.uss
                     cmd = " ".join(p.cmdline())
                 except psutil.Error:
                     continue
+                self.peak_uss[p.pid] = max(self.peak_uss.get(p.pid, 0), uss)
                 total += rss
                 if rss > self.peak.get(p.pid, (0, ""))[0]:
                     self.peak[p.pid] = (rss, cmd)
             self.total = max(self.total, total)
 
-    def by_role(self) -> dict[str, float]:
+    def by_role(self, private: bool = False) -> dict[str, float]:
         out = {"driver": 0.0, "engine": 0.0, "worker": 0.0, "ray": 0.0}
-        for rss, cmd in self.peak.values():
+        for pid, (rss, cmd) in self.peak.items():
             r = role(cmd)
-            out[r] = max(out[r], rss / MIB)
-        return {k: round(v, 1) for k, v in out.items()} | {"total": round(self.total / MIB, 1)}
+            out[r] = max(out[r], (self.peak_uss.get(pid, 0) if private else rss) / MIB)
+        out = {k: round(v, 1) for k, v in out.items()}
+        return out if private else out | {"total": round(self.total / MIB, 1)}
+
+    def top(self, n: int = 6) -> list[dict]:
+        """The n processes of largest peak RSS, with their command lines."""
+        rows = sorted(self.peak.items(), key=lambda x: -x[1][0])[:n]
+        return [
+            {
+                "rss_mib": round(rss / MIB, 1),
+                "uss_mib": round(self.peak_uss.get(pid, 0) / MIB, 1),
+                "cmd": cmd[:120],
+            }
+            for pid, (rss, cmd) in rows
+        ]
 
 
 def small_model(work: Path) -> str:
@@ -108,10 +126,11 @@ def small_model(work: Path) -> str:
 def run_one(multiple: float, args: argparse.Namespace, work: Path) -> dict:
     store = args.object_store_mib * MIB
     bases = int(multiple * store / 4) // args.window * args.window
-    fasta = work / f"pressure-{bases}.fa.gz"
+    n = args.records
+    fasta = work / f"pressure-{bases}-{n}.fa.gz"
     if not fasta.exists():
-        write_fasta(fasta, record_lengths(bases, 0, large=4, large_frac=0.25))
-    out = work / f"pressure-run-{multiple:g}"
+        write_fasta(fasta, record_lengths(bases, 0, large=n, large_frac=1 / n))
+    out = work / f"pressure-run-{multiple:g}-{n}"
     model = ["model=tiny"] + ([] if args.model == "tiny" else [f"model.path={small_model(work)}"])
     cmd = [
         sys.executable,
@@ -142,11 +161,14 @@ def run_one(multiple: float, args: argparse.Namespace, work: Path) -> dict:
     row = {
         "multiple": multiple,
         "bases": bases,
+        "records": n,
         "command": cmd,
         "rc": proc.returncode,
         "wall_s": round(wall, 1),
         "object_store_mib": args.object_store_mib,
         "peak_rss_mib": rss.by_role(),
+        "peak_uss_mib": rss.by_role(private=True),
+        "top": rss.top(),
     }
     if proc.returncode != 0:
         row["error"] = (stdout + stderr)[-3000:]
@@ -189,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--object-store-mib", type=int, default=75)
     ap.add_argument("--window", type=int, default=1024)
     ap.add_argument("--model", choices=["small", "tiny"], default="small")
+    ap.add_argument("--records", type=int, default=4, help="records of equal length")
     ap.add_argument("--cpus", type=int, default=None, help="ray.num_cpus (default: all)")
     ap.add_argument("--set", action="append", default=[], help="more CLI overrides")
     ap.add_argument("--out", default=os.environ.get("OUT", "pressure-out"))

@@ -25,13 +25,13 @@ def test_tokenized_input_beyond_the_object_store_completes_with_bounded_memory(t
     (r,) = json.loads((out / "pressure.json").read_text())["runs"]
     assert r["tokenized_vs_store"] > 1.0 and r["object_store_mib"] == 75
     assert "ray.object_store_memory=78643200" in r["command"]
-    manifest = json.loads((tmp_path / "work" / "pressure-run-1.1" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "work" / "pressure-run-1.1-4" / "manifest.json").read_text())
     c = manifest["counts"]
     # Every window once: the run's own check passed (a manifest exists) and the counts add up.
     assert c["windows"] == c["windows_embedded"] > 20_000 and c["tokens"] == r["tokens"]
     assert c["records"] == 4 and c["records_skipped"] == 0
     peak = r["peak_rss_mib"]
-    # The driver and every Ray worker stay under 1 GiB (at 8x the store, BENCHMARKS.md shows
-    # the same peaks as here: memory does not grow with the input).
+    # The driver and every Ray worker stay under 1 GiB (BENCHMARKS.md: at 8x the store the
+    # driver, engine and Ray's daemons stay flat; the task reading the file grows with it).
     assert 0 < peak["driver"] < 1024 and 0 < peak["worker"] < 1024, peak
     assert peak["engine"] > 0 and peak["total"] >= peak["engine"]
