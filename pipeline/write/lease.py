@@ -198,6 +198,11 @@ class Lease:
             r = fs.call_s3("put_object", Bucket=bucket, Key=key, Body=self._body(), IfNoneMatch="*")
             self._etag = r["ETag"]
             return
+        except FileNotFoundError as e:
+            raise OutputError(
+                f"output {self.out.uri}: bucket {bucket!r} does not exist, or these credentials "
+                "cannot see it"
+            ) from e
         except Exception as e:
             if not _precondition_failed(e):
                 raise

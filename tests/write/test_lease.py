@@ -142,3 +142,9 @@ def test_local_lease_on_a_file_path(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(OutputError, match="is a file"):
         Lease(OutputDir(str(tmp_path / "f")), "fp").acquire()
+
+
+def test_s3_output_in_a_missing_bucket(s3, s3_endpoint):
+    out = OutputDir("s3://no-such-bucket-here/run", {"s3": {"endpoint_url": s3_endpoint}})
+    with pytest.raises(OutputError, match="bucket 'no-such-bucket-here' does not exist"):
+        Lease(out, "fp").acquire()
