@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -91,19 +92,19 @@ def _task(cfg: DictConfig) -> None:
         run(config)
     except Exception as e:
         # Here, not in main(): Hydra would add its own line about the failed job.
-        message = _user_error(e)
+        message = user_error(e)
         if message is None:
             raise
-        raise SystemExit(_report(message)) from None
+        raise SystemExit(report(message)) from None
 
 
-def _report(message: str) -> int:
+def report(message: str, prog: str = "dnaembed") -> int:
     """Print a user's error; the exit code for it."""
-    print(f"dnaembed: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
 
 
-def _user_error(e: BaseException) -> str | None:
+def user_error(e: BaseException) -> str | None:
     """The one line to print for an error the user can fix, or None for a bug of ours."""
     ours = find_user_error(e)
     if ours is not None:
@@ -113,6 +114,13 @@ def _user_error(e: BaseException) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return hydra_main(_task, "config", "dnaembed", argv)
+
+
+def hydra_main(
+    task: Callable[[DictConfig], None], config_name: str, prog: str, argv: list[str] | None
+) -> int:
+    """Run `task` as a Hydra app on conf/<config_name>.yaml; user errors: one line, exit 2."""
     import hydra
 
     args = prepare_args(list(sys.argv[1:] if argv is None else argv))
@@ -120,17 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     # Hydra then raises errors instead of printing them over several lines and exiting 1.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     saved = sys.argv
-    sys.argv = ["dnaembed", *args]
+    sys.argv = [prog, *args]
     try:
         config_path = str(conf_dir())
-        hydra.main(config_path=config_path, config_name="config", version_base="1.3")(_task)()
+        hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task)()
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:
-        message = _user_error(e)
+        message = user_error(e)
         if message is None:
             raise
-        return _report(message)
+        return report(message, prog)
     finally:
         sys.argv = saved
     return 0

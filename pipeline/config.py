@@ -105,6 +105,17 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
+class Strands(StrEnum):
+    forward = "forward"
+    reverse = "reverse"
+    merge = "merge"
+
+
+class ProxyLocation(StrEnum):
+    every_node = "every_node"
+    head_only = "head_only"
+
+
 class Progress(StrEnum):
     auto = "auto"
     bar = "bar"
@@ -130,7 +141,20 @@ def _within(key: str, value: Any, low: float, high: float, open_low: bool = Fals
 
 
 @dataclass
-class InputConfig:
+class SequenceRules:
+    """How the characters of a sequence are read: a run's files, a request's inputs."""
+
+    invalid_chars: InvalidChars = InvalidChars.error
+    """Characters outside IUPAC DNA: error (naming file, record and position; the service: the
+    input and position) | to_n."""
+    ambiguity_codes: AmbiguityCodes = AmbiguityCodes.to_n
+    """IUPAC codes R, Y, K, ...: to_n (map to N) | keep (pass to the tokenizer)."""
+    rna: Rna = Rna.error
+    """U in a sequence: error (naming record and position) | to_t (read RNA as DNA)."""
+
+
+@dataclass
+class InputConfig(SequenceRules):
     path: Any = None
     """FASTA/FASTQ files to tile into windows: a path, glob, directory or fsspec URI
     (s3://bucket/*.fa.gz), or a list of them (`input='[a.fa,reads/*.fq.gz]'`); `input=X` is
@@ -146,14 +170,8 @@ class InputConfig:
     of window.size bases compared. Needs input.reference."""
     format: InputFormat = InputFormat.auto
     """auto (sniffed from the first byte) | fasta | fastq."""
-    invalid_chars: InvalidChars = InvalidChars.error
-    """Characters outside IUPAC DNA: error (naming file, record and position) | to_n."""
-    ambiguity_codes: AmbiguityCodes = AmbiguityCodes.to_n
-    """IUPAC codes R, Y, K, ...: to_n (map to N) | keep (pass to the tokenizer)."""
     on_error: OnError = OnError.error
     """A malformed record or broken file: error (stop) | skip (list it in the manifest)."""
-    rna: Rna = Rna.error
-    """U in a sequence: error (naming record and position) | to_t (read RNA as DNA)."""
     split_bases: int = 67108864
     """FASTA files with a .fai index beside them (plain, or bgzip with .fai and .gzi) are read
     as pieces of about this many bases by parallel tasks (same windows, chunk ids and counts
@@ -429,6 +447,68 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
 
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    """Address the HTTP server listens on (0.0.0.0: every interface)."""
+    port: int = 8000
+    """HTTP port: /v1/embeddings, /v1/models, /health, /ready."""
+    proxy_location: ProxyLocation = ProxyLocation.every_node
+    """Where Ray Serve runs an HTTP proxy on serve.port: every_node (any node answers; put
+    a load balancer in front) | head_only."""
+    name: str | None = None
+    """The model id clients send and /v1/models lists (null: model.name)."""
+    replicas: Any = 1
+    """Engines (Ray Serve replicas, each embed.tensor_parallel_size GPUs): an int, or
+    [min, max] to autoscale on ongoing requests."""
+    target_ongoing_requests: float = 8.0
+    """Autoscaling: ongoing requests per replica to aim for."""
+    max_ongoing_requests: int = 64
+    """Requests one replica takes at once (they are batched into engine calls); more wait
+    in Ray Serve's queue."""
+    max_queued_requests: int = 1024
+    """Requests waiting for a replica at most; beyond it: HTTP 503. -1: no limit."""
+    max_request_bytes: int = 16777216
+    """Largest request body; larger: HTTP 413."""
+    max_inputs: int = 2048
+    """Most sequences in one request; more: HTTP 413."""
+    strands: Strands = Strands.forward
+    """Default of a request's strands: forward | reverse (the reverse complement) | merge
+    (the mean of both strands' embeddings, as window.reverse_complement=merge)."""
+    api_key: str | None = None
+    """Clients must send it (Authorization: Bearer KEY); null: $DNAEMBED_API_KEY if set, else
+    none. Pass it from the environment, e.g. serve.api_key='${oc.env:MY_KEY}'; it is never
+    printed or logged."""
+    log_requests: bool = True
+    """One log line per request: inputs, bases, columns, status, time; never sequences."""
+    log_sequences: bool = False
+    """Add each request's sequences to its log line (debugging only: genomes are private)."""
+    shutdown_timeout_s: float = 30.0
+    """On SIGTERM/SIGINT: how long requests in flight may take to finish."""
+
+    def __post_init__(self) -> None:
+        _within("serve.port", self.port, 1, 65535)
+        for key in ("max_ongoing_requests", "max_request_bytes", "max_inputs"):
+            _at_least(f"serve.{key}", getattr(self, key), 1)
+        _at_least("serve.max_queued_requests", self.max_queued_requests, -1)
+        _within("serve.target_ongoing_requests", self.target_ongoing_requests, 0, 1e9, True)
+        _at_least("serve.shutdown_timeout_s", self.shutdown_timeout_s, 0)
+        if _is_set(self.replicas):
+            actor_range(self.replicas, "serve.replicas")
+
+
+@dataclass
+class ServiceConfig:
+    """`dnaembed-serve`: the model, its head and sequence rules as a batch run has them."""
+
+    input: SequenceRules = field(default_factory=SequenceRules)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
 GROUPS = tuple(f.name for f in fields(Config))
 
 
@@ -489,8 +569,8 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def actor_range(value: Any) -> tuple[int, int]:
-    """`embed.num_actors` as (min, max): an int n is (n, n)."""
+def actor_range(value: Any, key: str = "embed.num_actors") -> tuple[int, int]:
+    """`embed.num_actors` (or `key`) as (min, max): an int n is (n, n)."""
     if isinstance(value, int) and not isinstance(value, bool):
         lo = hi = value
     elif (
@@ -500,9 +580,9 @@ def actor_range(value: Any) -> tuple[int, int]:
     ):
         lo, hi = value
     else:
-        raise ConfigError(f"embed.num_actors must be an int or [min, max], got {value!r}")
+        raise ConfigError(f"{key} must be an int or [min, max], got {value!r}")
     if not 1 <= lo <= hi:
-        raise ConfigError(f"embed.num_actors must satisfy 1 <= min <= max, got {value!r}")
+        raise ConfigError(f"{key} must satisfy 1 <= min <= max, got {value!r}")
     return lo, hi
 
 
@@ -619,16 +699,24 @@ def rewrite_overrides(overrides: list[str], extra_dirs: tuple[str, ...] = ()) ->
 
 
 def register() -> None:
-    """Put the typed schema in Hydra's config store (conf/config.yaml lists it first), and
-    the key list that `--help` shows (conf/hydra/help/dnaembed.yaml) among the resolvers."""
+    """Put the typed schemas in Hydra's config store (conf/config.yaml and conf/serve.yaml
+    list them first), and the key lists that `--help` shows (conf/hydra/help/) among the
+    resolvers."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="dnaembed_schema", node=Config)
+    ConfigStore.instance().store(name="dnaembed_serve_schema", node=ServiceConfig)
     OmegaConf.register_new_resolver("dnaembed.keys", keys_help, replace=True)
+    OmegaConf.register_new_resolver(
+        "dnaembed.serve_keys", lambda: keys_help(cls=ServiceConfig), replace=True
+    )
 
 
-def compose(overrides: list[str], config_dirs: tuple[str, ...] = ()) -> DictConfig:
-    """The config for these overrides, as the CLI would compose it (for Python callers)."""
+def compose(
+    overrides: list[str], config_dirs: tuple[str, ...] = (), config_name: str = "config"
+) -> DictConfig:
+    """The config for these overrides, as the CLI would compose it (for Python callers);
+    config_name="serve": `dnaembed-serve`'s."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -638,7 +726,7 @@ def compose(overrides: list[str], config_dirs: tuple[str, ...] = ()) -> DictConf
         overrides.append(f"hydra.searchpath=[{','.join(f'file://{d}' for d in config_dirs)}]")
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return hydra_compose("config", overrides=overrides)
+            return hydra_compose(config_name, overrides=overrides)
     except Exception as e:
         message = composition_error(e)
         if message is None:
@@ -689,7 +777,16 @@ def one_line(e: BaseException) -> str:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """{field: docstring} of a config dataclass, read from its source."""
+    """{field: docstring} of a config dataclass (and the dataclasses it extends), read from
+    their source."""
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        if base is not object and is_dataclass(base):
+            docs.update(_own_field_docs(base))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body
     docs = {}
@@ -734,13 +831,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def keys_help(width: int = 100) -> str:
+def keys_help(width: int = 100, cls: type = Config) -> str:
     """Every key with its default and documentation, for `dnaembed --help`."""
     import textwrap
 
     lines = []
     group = None
-    for key, default, doc in describe():
+    for key, default, doc in describe(cls):
         if key.split(".")[0] != group:
             group = key.split(".")[0]
             lines.append("")

@@ -88,7 +88,7 @@ def logging_to(cfg: LogConfig) -> Iterator[None]:
 
 
 # Libraries that print their own log records (their loggers do not propagate to the root).
-LIBRARY_LOGGERS = ("vllm", "ray", "ray.data")
+LIBRARY_LOGGERS = ("vllm", "ray", "ray.data", "ray.serve")
 
 
 @contextmanager

@@ -30,6 +30,14 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _SNIFF_BYTES = 4096
 
 
+class InvalidBase(InputError):
+    """A character outside IUPAC DNA, at `position` of its record (0-based)."""
+
+    def __init__(self, message: str, position: int, char: str):
+        super().__init__(message)
+        self.position, self.char = position, char
+
+
 @dataclass(frozen=True)
 class Record:
     seq_id: str
@@ -124,9 +132,11 @@ def normalise(
                 if bad.group() == "U"
                 else ("fix the input or set input.invalid_chars=to_n")
             )
-            raise InputError(
+            raise InvalidBase(
                 f"{uri}: record {seq_id!r} has {bad.group()!r} at position {offset + bad.start()} "
-                f"(0-based), outside IUPAC DNA; {hint}"
+                f"(0-based), outside IUPAC DNA; {hint}",
+                offset + bad.start(),
+                bad.group(),
             )
         seq = _INVALID.sub("N", seq)
     if ambiguity_codes == "to_n":

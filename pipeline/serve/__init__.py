@@ -1,0 +1,1 @@
+"""dnaembed-serve: embeddings on demand over the OpenAI API (Ray Serve + vLLM)."""

@@ -1,0 +1,338 @@
+"""What a request computes: the batch pipeline's read rules, tokenizer and embed stage, on
+sequences that arrive over HTTP instead of from files.
+
+`plan_service` runs on the driver (config checks, model, tokenizer, head: fails fast, as a
+batch run's plan does); `Embedder` runs in each replica around one `EmbedStage` (one engine),
+and `EngineQueue` batches the requests a replica holds into engine calls of up to
+embed.max_batch_tokens tokens, one call at a time, in one thread that owns the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import (
+    Config,
+    InputConfig,
+    ServiceConfig,
+    Strands,
+    WindowConfig,
+    actor_range,
+    model_fingerprint,
+)
+from pipeline.embed.engine import FINGERPRINTED_KEYS, EngineSpec, check_engine_kwargs
+from pipeline.embed.outputs import EmbeddingColumn
+from pipeline.embed.stage import EmbedStage
+from pipeline.errors import ConfigError
+from pipeline.models import resolve_model_path, resolve_tokenizer_path
+from pipeline.read.fastx import InvalidBase, normalise
+from pipeline.serve.api import EmbeddingRequest, bad_request
+from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, UnknownToken
+from pipeline.util import stable_hash
+from pipeline.window.windows import reverse_complement
+from pipeline.write.layout import OUTPUT_COLUMNS
+
+# Per strand of a request: the engine windows it needs ('f' forward, 'r' reverse complement).
+_WINDOWS = {Strands.forward: "f", Strands.reverse: "r", Strands.merge: "fr"}
+
+
+@dataclass
+class ServicePlan:
+    """Everything decided on the driver before a replica starts (travels to each one)."""
+
+    cfg: ServiceConfig
+    engine: EngineSpec
+    tokenizer: DnaTokenizer
+    columns: list[EmbeddingColumn]
+    name: str
+    model_keys: dict[str, str]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.column for c in self.columns]
+
+
+def plan_service(cfg: ServiceConfig) -> ServicePlan:
+    """Check the config and the model, load the tokenizer, decide the head. Fails fast."""
+    from pipeline.run import embedding_head
+
+    e = cfg.embed
+    if actor_range(e.num_actors) != (1, 1):
+        raise ConfigError(
+            f"embed.num_actors={e.num_actors!r} is for batch runs; the service's engines are "
+            "its replicas: serve.replicas (an int, or [min, max] to autoscale)"
+        )
+    if e.per_token:
+        raise ConfigError("embed.per_token is for region and variant runs, not the service")
+    check_engine_kwargs(cfg.model.engine_kwargs, "model.engine_kwargs")
+    check_engine_kwargs(e.engine_kwargs)
+    engine_kwargs = {**cfg.model.engine_kwargs, **e.engine_kwargs}
+    model_path = resolve_model_path(cfg.model)
+    tok_spec = TokenizerSpec(
+        path=resolve_tokenizer_path(cfg.model),
+        revision=cfg.model.revision,
+        add_special_tokens=cfg.model.add_special_tokens,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    tokenizer = DnaTokenizer(tok_spec)
+    columns, head = embedding_head(cfg, model_path, engine_kwargs)  # type: ignore[arg-type]
+    engine = EngineSpec.from_config(cfg, model_path, tok_spec.path, engine_kwargs, head)  # type: ignore[arg-type]
+    return ServicePlan(
+        cfg,
+        engine,
+        tokenizer,
+        columns,
+        cfg.serve.name or cfg.model.name,
+        model_keys(cfg, [c.layer for c in columns]),
+    )
+
+
+def model_keys(cfg: ServiceConfig, layers: list[int]) -> dict[str, str]:
+    """The model key a batch run's chunk ids carry for the same model, head and sequence
+    rules (`model` in its manifest), per strands: a user can check that a served embedding
+    is the one a batch output holds."""
+    keys = {}
+    for strands in Strands:
+        batch = Config(
+            input=InputConfig(
+                path="-",
+                invalid_chars=cfg.input.invalid_chars,
+                ambiguity_codes=cfg.input.ambiguity_codes,
+                rna=cfg.input.rna,
+            ),
+            window=WindowConfig(reverse_complement="merge" if strands == Strands.merge else False),
+            model=cfg.model,
+            embed=cfg.embed,
+        )
+        fields_ = model_fingerprint(batch, list(dict.fromkeys(layers)))
+        affecting = {
+            k: v
+            for k, v in {**cfg.model.engine_kwargs, **cfg.embed.engine_kwargs}.items()
+            if k in FINGERPRINTED_KEYS
+        }
+        keys[str(strands)] = stable_hash({**fields_, **affecting})
+    return keys
+
+
+@dataclass
+class Job:
+    """One request's engine windows, ready to run: token ids per (input, strand window)."""
+
+    rid: str
+    strands: Strands
+    n_inputs: int
+    bases: int
+    tokens: int  # the inputs' own tokens (OpenAI's usage), whatever the strands
+    windows: dict[str, np.ndarray] = field(default_factory=dict)  # chunk id -> token ids
+
+    @property
+    def engine_tokens(self) -> int:
+        return sum(len(v) for v in self.windows.values())
+
+
+def _chunk(rid: str, i: int, w: str) -> str:
+    return f"{rid}/{i}/{w}"
+
+
+class Embedder:
+    """One replica's engine: requests in, {column: vector} per input out."""
+
+    def __init__(self, plan: ServicePlan):
+        self.plan = plan
+        self.stage = EmbedStage(plan.engine, plan.cfg.embed, columns=plan.columns)
+        self.tokenizer = plan.tokenizer
+        self.dimension: int | None = None
+
+    def setup(self) -> None:
+        """Build the engine and answer one request (call in the engine's thread)."""
+        self.stage.ensure_setup()
+        probe = self.prepare(
+            EmbeddingRequest(["ACGT" * 4], self.plan.column_names, Strands.forward, "float", None),
+            "warmup",
+        )
+        out = self.run([probe])[0][0]
+        self.dimension = len(next(iter(out.values())))
+
+    def prepare(self, req: EmbeddingRequest, rid: str) -> Job:
+        """Validate and tokenize a request's inputs as a batch run reads a record; raise
+        ApiError (400) naming the input and position of the first fault."""
+        rules = self.plan.cfg.input
+        seqs = []
+        for i, s in enumerate(req.inputs):
+            try:
+                seqs.append(
+                    normalise(
+                        s,
+                        f"input[{i}]",
+                        "request",
+                        rules.invalid_chars,
+                        rules.ambiguity_codes,
+                        rules.rna,
+                    )
+                )
+            except InvalidBase as e:
+                hint = (
+                    " (RNA: the server reads U as T with input.rna=to_t)" if e.char == "U" else ""
+                )
+                raise bad_request(
+                    f"input[{i}] has {e.char!r} at position {e.position} (0-based), outside "
+                    f"IUPAC DNA{hint}",
+                    "invalid_dna",
+                    "input",
+                    index=i,
+                    position=e.position,
+                ) from None
+        ids = self._encode(seqs)
+        job = Job(rid, req.strands, len(seqs), sum(map(len, seqs)), sum(map(len, ids)))
+        windows = _WINDOWS[req.strands]
+        rc_ids = self._encode([reverse_complement(s) for s in seqs]) if "r" in windows else None
+        for i, fwd in enumerate(ids):
+            if "f" in windows:
+                job.windows[_chunk(rid, i, "f")] = fwd
+            if rc_ids is not None:
+                job.windows[_chunk(rid, i, "r")] = rc_ids[i]
+        return job
+
+    def _encode(self, seqs: list[str]) -> list[np.ndarray]:
+        try:
+            ids = self.tokenizer.encode(pa.array(seqs, pa.large_string()))
+        except UnknownToken as e:
+            raise bad_request(
+                f"input[{e.row}] has {e.char!r} at position {e.offset} (0-based) and the "
+                "model's tokenizer has no token for it (the server keeps IUPAC codes: "
+                "input.ambiguity_codes=keep)",
+                "unknown_token",
+                "input",
+                index=e.row,
+                position=e.offset,
+            ) from None
+        offsets = ids.offsets.to_numpy()
+        values = ids.values.to_numpy()
+        out = [values[offsets[i] : offsets[i + 1]] for i in range(len(seqs))]
+        limit = self.plan.cfg.model.max_model_len
+        for i, v in enumerate(out):
+            if len(v) > limit:
+                fits = limit - len(self.tokenizer.prefix) if self.tokenizer.char_level else None
+                raise bad_request(
+                    f"input[{i}] is {len(seqs[i]):,} bases, {len(v):,} tokens: more than the "
+                    f"model takes (model.max_model_len={limit:,}); embeddings are never "
+                    "truncated: split it",
+                    "input_too_long",
+                    "input",
+                    index=i,
+                    **({"position": fits} if fits is not None else {}),
+                )
+        return out
+
+    def run(self, jobs: list[Job]) -> list[list[dict[str, np.ndarray]]]:
+        """Embed several requests in one engine call; per job, per input: {column: vector}.
+        Rows are matched by their chunk ids, never by position."""
+        chunk_ids, token_ids = [], []
+        for job in jobs:
+            for cid, ids in job.windows.items():
+                chunk_ids.append(cid)
+                token_ids.append(ids)
+        n = len(chunk_ids)
+        lengths = [len(t) for t in token_ids]
+        table = pa.table(
+            {
+                "chunk_id": pa.array(chunk_ids, pa.string()),
+                "source": pa.array(["request"] * n, pa.string()),
+                "seq_id": pa.array([c.split("/")[1] for c in chunk_ids], pa.string()),
+                "start": pa.array([0] * n, pa.int64()),
+                "end": pa.array(lengths, pa.int64()),
+                "strand": pa.array(["-" if c.endswith("/r") else "+" for c in chunk_ids]),
+                "n_tokens": pa.array(lengths, pa.int32()),
+                "token_ids": pa.array(token_ids, pa.list_(pa.int32())),
+            }
+        ).select([*OUTPUT_COLUMNS, "token_ids"])
+        out = self.stage.embed_windows(table)
+        row = {cid: r for r, cid in enumerate(out.column("chunk_id").to_pylist())}
+        vectors = {
+            c: out.column(c).combine_chunks().flatten().to_numpy().reshape(out.num_rows, -1)
+            for c in self.plan.column_names
+        }
+        results = []
+        for job in jobs:
+            per_input = []
+            for i in range(job.n_inputs):
+                by_column = {}
+                for c, v in vectors.items():
+                    parts = [v[row[_chunk(job.rid, i, w)]] for w in _WINDOWS[job.strands]]
+                    # As the batch pipeline merges strands: their sum, over their count.
+                    by_column[c] = (
+                        sum(parts) / np.float32(len(parts)) if len(parts) > 1 else parts[0]
+                    )
+                per_input.append(by_column)
+            results.append(per_input)
+        return results
+
+
+class EngineQueue:
+    """Requests wait here while the engine runs; whenever it is free, the waiting ones go in
+    one call (up to `budget` engine tokens, at least one request). One thread owns the
+    engine: it is built and called there only."""
+
+    def __init__(self, embedder: Embedder, budget: int):
+        self.embedder = embedder
+        self.budget = budget
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engine")
+        self._waiting: deque[tuple[Job, asyncio.Future]] = deque()
+        self._wake: asyncio.Event | None = None
+        self._loop_task: asyncio.Task | None = None
+        self.calls = 0
+
+    def start(self) -> None:
+        """Build the engine (blocks until it answers)."""
+        self._pool.submit(self.embedder.setup).result()
+
+    async def submit(self, job: Job) -> list[dict[str, np.ndarray]]:
+        if self._loop_task is None:
+            self._wake = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._serve())
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((job, future))
+        assert self._wake is not None
+        self._wake.set()
+        return await future
+
+    def _take(self) -> list[tuple[Job, asyncio.Future]]:
+        batch, tokens = [], 0
+        while self._waiting:
+            job, future = self._waiting[0]
+            if future.done():  # the client went away before its turn
+                self._waiting.popleft()
+                continue
+            if batch and tokens + job.engine_tokens > self.budget:
+                break
+            self._waiting.popleft()
+            batch.append((job, future))
+            tokens += job.engine_tokens
+        return batch
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while batch := self._take():
+                self.calls += 1
+                try:
+                    results = await loop.run_in_executor(
+                        self._pool, self.embedder.run, [j for j, _ in batch]
+                    )
+                except Exception as e:  # every request of the call fails alike
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
