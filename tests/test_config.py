@@ -12,6 +12,10 @@ from pipeline.config import (
     InputFormat,
     InputKind,
     LastWindow,
+    ProxyLocation,
+    SequenceRules,
+    ServiceConfig,
+    Strands,
     actor_range,
     compose,
     conf_dir,
@@ -19,6 +23,7 @@ from pipeline.config import (
     fingerprint_fields,
     group_options,
     input_kind,
+    keys_help,
     model_fingerprint,
     rewrite_overrides,
     to_config,
@@ -361,3 +366,126 @@ def test_cli_prints_config_and_help(capsys, tmp_path, monkeypatch):
     assert "  window.size=8192\n      Bases per window." in text
     assert "--multirun" in text and "--config-dir" in text
     assert not (tmp_path / "outputs").exists()  # nothing ran
+
+
+# ---- dnaembed-serve: conf/serve.yaml and ServiceConfig ------------------------------------
+
+
+def serve_config(*overrides: str) -> ServiceConfig:
+    return to_config(compose(["model=tiny", *overrides], config_name="serve"))
+
+
+def test_serve_composes_with_its_defaults():
+    cfg = serve_config()
+    assert isinstance(cfg, ServiceConfig)
+    assert cfg.model.name == "tiny"
+    s = cfg.serve
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+    assert s.strands is Strands.forward and s.replicas == 1 and s.api_key is None
+    assert s.proxy_location is ProxyLocation.every_node
+    assert cfg.ray.address is None  # ray=local
+    assert list(cfg.embed.layers) == [-1]
+    # The service reads sequences by the batch run's rules, and nothing else of `input`.
+    assert type(cfg.input) is SequenceRules
+    assert not hasattr(cfg, "output") and not hasattr(cfg, "window")
+
+
+def test_serve_overrides():
+    cfg = serve_config(
+        "serve.replicas=[1,3]",
+        "serve.strands=merge",
+        "serve.proxy_location=head_only",
+        "ray=cluster",
+        "embed.layers=[6,-1]",
+        "serve.port=9001",
+        "serve.host=0.0.0.0",
+        "input.invalid_chars=to_n",
+    )
+    assert actor_range(cfg.serve.replicas, "serve.replicas") == (1, 3)
+    assert cfg.serve.strands is Strands.merge
+    assert cfg.serve.proxy_location is ProxyLocation.head_only
+    assert cfg.ray.address == "auto"
+    assert list(cfg.embed.layers) == [6, -1]
+    assert (cfg.serve.host, cfg.serve.port) == ("0.0.0.0", 9001)
+    assert cfg.input.invalid_chars == "to_n"
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("serve.replicas=[3,1]", r"serve.replicas must satisfy 1 <= min <= max"),
+        ("serve.replicas=0", r"serve.replicas must satisfy 1 <= min <= max"),
+        ("serve.replicas=many", r"serve.replicas must be an int or \[min, max\]"),
+        ("serve.port=0", r"serve.port must be in \[1, 65535\], got 0"),
+        ("serve.port=70000", r"serve.port must be in \[1, 65535\], got 70000"),
+        ("serve.max_inputs=0", r"serve.max_inputs must be >= 1, got 0"),
+        ("serve.strands=both", r"Invalid value 'both'.*\(key serve.strands\)"),
+        ("serve.proxy_location=anywhere", r"Invalid value 'anywhere'.*serve.proxy_location"),
+        ("serve.nope=1", r"serve.nope"),
+        ("input.path=x.fa", r"input.path.*not in 'SequenceRules'"),
+        ("input=x.fa", r"input.path.*not in 'SequenceRules'"),
+        ("output.path=o", r"output"),
+        ("window.size=100", r"window"),
+    ],
+)
+def test_serve_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        serve_config(override)
+
+
+def test_serve_needs_a_model():
+    with pytest.raises(ConfigError, match="missing required value model.name: pass model="):
+        to_config(compose([], config_name="serve"))
+
+
+def test_serve_config_shown_masks_the_api_key():
+    from pipeline.serve.cli import shown
+
+    secret = "sk-dnaembed-do-not-print-4f9a"
+    cfg = serve_config(f"serve.api_key={secret}")
+    assert cfg.serve.api_key == secret
+    text = shown(cfg)
+    assert secret not in text and "sk-dnaembed" not in text
+    assert OmegaConf.create(text).serve.api_key == "<set>"
+    assert cfg.serve.api_key == secret  # shown() changed a copy, not the config
+    # Nothing to mask: null, never "<set>".
+    assert OmegaConf.create(shown(serve_config())).serve.api_key is None
+
+
+def test_serve_api_key_from_the_environment(monkeypatch):
+    from pipeline.serve.cli import API_KEY_ENV, api_key
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert api_key(serve_config()) is None
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert api_key(serve_config()) == "from-env"
+    assert api_key(serve_config("serve.api_key=given")) == "given"
+    monkeypatch.setenv(API_KEY_ENV, "")
+    assert api_key(serve_config()) is None
+
+
+def test_serve_keys_help_lists_the_service_keys_only():
+    text = keys_help(cls=ServiceConfig)
+    for key in ("serve.port=8000", "serve.api_key=null", "input.invalid_chars=error"):
+        assert f"  {key}\n" in text, key
+    for key in ("output.path", "input.path", "window.size", "regions.stranded"):
+        assert f"  {key}=" not in text, key
+    keys = describe(ServiceConfig)
+    assert [k for k, _, doc in keys if not doc] == []
+
+
+def test_check_port_refuses_a_port_in_use():
+    import socket
+
+    from pipeline.serve.cli import check_port
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"serve.port={port}: cannot listen there"):
+            check_port("127.0.0.1", port)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    check_port("127.0.0.1", free)  # closed again: free

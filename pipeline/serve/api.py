@@ -104,6 +104,8 @@ def parse_request(
             unknown[0],
         )
     model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad_request(f"model must be a string, got {model!r}", "invalid_model", "model")
     if model is not None and model != served:
         raise ApiError(
             404,
@@ -111,7 +113,8 @@ def parse_request(
             "model_not_found",
             "model",
         )
-    encoding = body.get("encoding_format") or "float"
+    encoding = body.get("encoding_format")
+    encoding = "float" if encoding is None else encoding
     if encoding not in ENCODINGS:
         raise bad_request(
             f"encoding_format must be one of {list(ENCODINGS)}, got {encoding!r}",
@@ -119,7 +122,7 @@ def parse_request(
             "encoding_format",
         )
     dims = body.get("dimensions")
-    if dims is not None and dims != dimension:
+    if dims is not None and (type(dims) is not int or dims != dimension):
         raise bad_request(
             f"dimensions={dims!r}: this model's embeddings have {dimension} and are never "
             "shortened",
@@ -127,7 +130,8 @@ def parse_request(
             "dimensions",
         )
     inputs = _inputs(body.get("input"), max_inputs)
-    ext = body.get(EXTENSION) or {}
+    ext = body.get(EXTENSION)
+    ext = {} if ext is None else ext
     if not isinstance(ext, dict) or set(ext) - _EXTENSION_KEYS:
         raise bad_request(
             f"{EXTENSION} must be an object with keys among {sorted(_EXTENSION_KEYS)}, got {ext!r}",
@@ -156,7 +160,8 @@ def parse_request(
             "unknown_column",
             f"{EXTENSION}.columns",
         )
-    chosen = ext.get("strands", strands)
+    chosen = ext.get("strands")
+    chosen = strands if chosen is None else chosen
     try:
         chosen = Strands(chosen)
     except ValueError:
