@@ -27,6 +27,7 @@
 #   tp2                 nvidia-h200-x2   4 min   10B TP=2 through the CLI (session 8)
 #   scale               nvidia-h200-x2   7 min   the user's command at scale: 1.2B, 160 Mbp,
 #                                                2 engines, against 2 x the bare engine
+#   serve               nvidia-h200      7 min   dnaembed-serve vs vllm serve, 1.2B (session 10)
 #
 # A device call lasts at most 600 s and every mode fits in one, with `prep` run first on the
 # same machine (a mode builds any model it lacks, but that eats into its 600 s: the 10B model
@@ -372,10 +373,27 @@ case "$MODE" in
     grep -vE '^\s*$' "$W/tp2.log" | tail -30
     pack_logs tp2
     ;;
+  serve)
+    # Tables: "Serving" (tenth session, issue 17): dnaembed-serve against vllm serve on the
+    #   same random-weight 1.2B model, one GPU, each started by its own CLI and queried over
+    #   HTTP (benchmarks/serve.py): start-up, one 8 kb sequence's latency, 1/8/32/128 clients,
+    #   64 sequences per request; then the bare engine. Ray Serve's own dependencies that the
+    #   image lacks are installed first from .whl/serve (benchmarks/serve_deps.py).
+    # Machine: nvidia-h200 (or nvidia-h100-x1). About 7 min.
+    # Writes: serve.json, logs-serve.tar.gz (this mode's output and each server's log).
+    python3 benchmarks/serve_deps.py --wheels .whl/serve --target /tmp/serve-extras
+    export PYTHONPATH=$PYTHONPATH:/tmp/serve-extras
+    timeout 570 python3 -m benchmarks.serve --device cuda --model genos_1_2b --work "$W" \
+      --out "$OUT" ${SERVE_ARGS:-} > "$OUT/serve.log" 2>&1
+    grep -vE '^\s*$' "$OUT/serve.log" | grep -vE '^\(|INFO|WARNING' | tail -30
+    tar -czf "$OUT/logs-serve.tar.gz" --ignore-failed-read "$OUT"/serve.log "$W"/serve-*.log \
+      "$W"/outputs/serve/*/*/dnaembed-serve.log 2>/dev/null
+    rm -f "$OUT"/*.log
+    ;;
   *)
     echo "usage: bash benchmarks/gpu_session.sh MODE, one of: prep engine-vs-pipeline" \
       "raydata-llm hf-fidelity moe-kernel moe-tiles mfu-knobs ray-jobs scaling" \
-      "layers-1_2b layers-10b loci-1_2b loci-10b scale startup-1_2b startup-10b tp2" >&2
+      "layers-1_2b layers-10b loci-1_2b loci-10b scale startup-1_2b startup-10b tp2 serve" >&2
     exit 2
     ;;
 esac
