@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -37,6 +38,13 @@ from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, UnknownToke
 from pipeline.util import stable_hash
 from pipeline.window.windows import reverse_complement
 from pipeline.write.layout import OUTPUT_COLUMNS
+
+# The engine core in a process of its own (a batch run keeps it in the actor): a replica's
+# event loop parses and answers requests while the engine runs, and in one process the two
+# share the GIL with the engine's kernel launches. On an H200 (1.2B shape, 32 clients of one
+# 8 kb sequence each) in-process gave 386k tokens/s, a process of its own 427k (vllm serve:
+# 456k); BENCHMARKS.md, tenth session.
+SERVE_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
 
 # Per strand of a request: the engine windows it needs ('f' forward, 'r' reverse complement).
 _WINDOWS = {Strands.forward: "f", Strands.reverse: "r", Strands.merge: "fr"}
@@ -151,6 +159,8 @@ class Embedder:
 
     def setup(self) -> None:
         """Build the engine and answer one request (call in the engine's thread)."""
+        for k, v in SERVE_ENGINE_ENV.items():
+            os.environ.setdefault(k, v)  # embed.env_vars, set before, win
         self.stage.ensure_setup()
         probe = self.prepare(
             EmbeddingRequest(["ACGT" * 4], self.plan.column_names, Strands.forward, "float", None),
