@@ -477,9 +477,9 @@ class ServeConfig:
     """Default of a request's strands: forward | reverse (the reverse complement) | merge
     (the mean of both strands' embeddings, as window.reverse_complement=merge)."""
     api_key: str | None = None
-    """Clients must send it (Authorization: Bearer KEY); null: $DNAEMBED_API_KEY if set, else
-    none. Pass it from the environment, e.g. serve.api_key='${oc.env:MY_KEY}'; it is never
-    printed or logged."""
+    """Clients must send it (Authorization: Bearer KEY); null: the environment variable
+    DNAEMBED_API_KEY if set, else no key. Better from the environment than typed (OmegaConf's
+    oc.env resolver; README, Serving); it is never printed or logged."""
     log_requests: bool = True
     """One log line per request: inputs, bases, columns, status, time; never sequences."""
     log_sequences: bool = False

@@ -56,12 +56,12 @@ def installed(tmp_path_factory):
     return target
 
 
-def dnaembed(target: Path, cwd: Path, *args: str, timeout: int = 60):
+def dnaembed(target: Path, cwd: Path, *args: str, timeout: int = 60, script: str = "dnaembed"):
     """The installed console script, from a directory outside the checkout; the wheel's
     package comes first on the path (the venv's dependencies serve the rest)."""
     env = {**os.environ, "PYTHONPATH": str(target)}
     return subprocess.run(
-        [str(target / "bin" / "dnaembed"), *args],
+        [str(target / "bin" / script), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -96,6 +96,20 @@ def test_help_and_config_from_anywhere(installed, tmp_path):
     proc = dnaembed(installed, tmp_path, "model=tiny", "input=x.fa", "output=o", "window.size=0")
     assert proc.returncode == 2
     assert proc.stderr == "dnaembed: error: window.size must be >= 1, got 0\n"
+
+
+def test_the_service_command_from_anywhere(installed, tmp_path):
+    proc = dnaembed(installed, tmp_path, "--help", script="dnaembed-serve")
+    assert proc.returncode == 0, proc.stderr
+    assert "model: genos_10b, genos_1_2b, tiny" in proc.stdout
+    assert "serve.port=8000" in proc.stdout and "output.path" not in proc.stdout
+    proc = dnaembed(installed, tmp_path, "--cfg", "job", "model=tiny", script="dnaembed-serve")
+    assert proc.returncode == 0, proc.stderr
+    assert "strands: forward" in proc.stdout and "name: tiny" in proc.stdout
+    assert not (tmp_path / "outputs").exists()  # nothing ran
+    proc = dnaembed(installed, tmp_path, "model=tiny", "serve.port=0", script="dnaembed-serve")
+    assert proc.returncode == 2
+    assert proc.stderr == "dnaembed-serve: error: serve.port must be in [1, 65535], got 0\n"
 
 
 @pytest.mark.slow
