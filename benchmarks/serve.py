@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -186,7 +187,11 @@ def _run_server(name: str, cmd: list[str], port: int, model: str, a, env) -> dic
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     log = open(Path(a.work) / f"serve-{name}.log", "w")  # noqa: SIM115
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=a.work)
+    # A session of its own: whatever is left of it at the end (vLLM's engine core after a
+    # failed start) is killed with it.
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=a.work, start_new_session=True
+    )
     res: dict = {"name": name, "command": cmd}
     try:
         seqs = Sequences(a.bases)
@@ -202,9 +207,9 @@ def _run_server(name: str, cmd: list[str], port: int, model: str, a, env) -> dic
         res["error"] = f"{type(e).__name__}: {e}"
         print(f"  FAILED: {res['error']}", flush=True)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         log.close()
         res["wall_s"] = round(time.perf_counter() - t0, 1)
     return res
