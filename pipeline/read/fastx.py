@@ -37,6 +37,9 @@ class InvalidBase(InputError):
         super().__init__(message)
         self.position, self.char = position, char
 
+    def __reduce__(self):  # Ray pickles it from a task to the driver: keep every field
+        return type(self), (str(self), self.position, self.char)
+
 
 @dataclass(frozen=True)
 class Record:
