@@ -44,7 +44,7 @@ from pipeline.embed.outputs import (
 from pipeline.embed.placement import ActorShape, EngineWatch, check_placement
 from pipeline.embed.stage import EmbedStage
 from pipeline.errors import ClusterError, ConfigError
-from pipeline.models import model_layout, resolve_model_path, resolve_tokenizer_path
+from pipeline.models import model_layout, resolve_model_path
 from pipeline.read.pieces import plan_pieces
 from pipeline.read.reference import Reference
 from pipeline.read.sources import expand_inputs
@@ -209,12 +209,7 @@ def plan(cfg: Config) -> Plan:
         else [{"source": s.uri} for s in sources]
     )
     model_path = resolve_model_path(cfg.model)
-    tok_spec = TokenizerSpec(
-        path=resolve_tokenizer_path(cfg.model),
-        revision=cfg.model.revision,
-        add_special_tokens=cfg.model.add_special_tokens,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    tok_spec = TokenizerSpec.of_model(cfg.model)
     tokenizer = DnaTokenizer(tok_spec)
     if kind == InputKind.regions:
         check_regions_fit(tokenizer, cfg.window.flank, cfg.model.max_model_len)

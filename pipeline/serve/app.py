@@ -59,6 +59,11 @@ class EmbeddingServer:
         self.queue = EngineQueue(Embedder(plan), plan.cfg.embed.max_batch_tokens)
         self.queue.start()
 
+    def check_health(self) -> None:
+        """Ray Serve calls it every few seconds: a replica whose engine failed is replaced."""
+        if self.queue.broken is not None:
+            raise RuntimeError(f"the engine failed: {type(self.queue.broken).__name__}")
+
     # ---- probes (no key: load balancers and Kubernetes call them) ----
 
     @app.get("/health")

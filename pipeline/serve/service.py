@@ -31,7 +31,7 @@ from pipeline.embed.engine import FINGERPRINTED_KEYS, EngineSpec, check_engine_k
 from pipeline.embed.outputs import EmbeddingColumn
 from pipeline.embed.stage import EmbedStage
 from pipeline.errors import ConfigError
-from pipeline.models import resolve_model_path, resolve_tokenizer_path
+from pipeline.models import resolve_model_path
 from pipeline.read.fastx import InvalidBase, normalise
 from pipeline.serve.api import EmbeddingRequest, bad_request
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, UnknownToken
@@ -82,12 +82,7 @@ def plan_service(cfg: ServiceConfig) -> ServicePlan:
     check_engine_kwargs(e.engine_kwargs)
     engine_kwargs = {**cfg.model.engine_kwargs, **e.engine_kwargs}
     model_path = resolve_model_path(cfg.model)
-    tok_spec = TokenizerSpec(
-        path=resolve_tokenizer_path(cfg.model),
-        revision=cfg.model.revision,
-        add_special_tokens=cfg.model.add_special_tokens,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    tok_spec = TokenizerSpec.of_model(cfg.model)
     tokenizer = DnaTokenizer(tok_spec)
     columns, head = embedding_head(cfg, model_path, engine_kwargs)  # type: ignore[arg-type]
     engine = EngineSpec.from_config(cfg, model_path, tok_spec.path, engine_kwargs, head)  # type: ignore[arg-type]
@@ -297,6 +292,9 @@ class EngineQueue:
         self._wake: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
         self.calls = 0
+        # The error of an engine call that failed: requests are checked before they reach
+        # the engine, so a failure there is the engine's, and the replica is replaced.
+        self.broken: Exception | None = None
 
     def start(self) -> None:
         """Build the engine (blocks until it answers)."""
@@ -339,6 +337,7 @@ class EngineQueue:
                         self._pool, self.embedder.run, [j for j, _ in batch]
                     )
                 except Exception as e:  # every request of the call fails alike
+                    self.broken = e
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(e)

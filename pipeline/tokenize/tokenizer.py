@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import IUPAC_DNA
+from pipeline.config import IUPAC_DNA, ModelConfig
 from pipeline.errors import ConfigError, InputError
 
 # Probes exercise every letter next to every other, so a merging tokenizer cannot pass.
@@ -39,6 +39,18 @@ class TokenizerSpec:
     revision: str | None = None
     add_special_tokens: bool = False
     trust_remote_code: bool = False
+
+    @classmethod
+    def of_model(cls, model: ModelConfig) -> TokenizerSpec:
+        """The tokenizer of `model.*` (its own, or model.tokenizer)."""
+        from pipeline.models import resolve_tokenizer_path
+
+        return cls(
+            path=resolve_tokenizer_path(model),
+            revision=model.revision,
+            add_special_tokens=model.add_special_tokens,
+            trust_remote_code=model.trust_remote_code,
+        )
 
 
 class DnaTokenizer:
