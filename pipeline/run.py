@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from pipeline.config import (
     MERGE,
     Config,
+    EmbedConfig,
     InputKind,
     actor_range,
     fingerprint_fields,
@@ -399,22 +400,26 @@ def ray_session(cfg: Config) -> Iterator[None]:
 
 def place_engines(p: Plan) -> str:
     """Resolve the device and check that the cluster can host the engines (fails fast)."""
+    lo, _ = actor_range(p.cfg.embed.num_actors)
+    placed = place(p.engine, p.cfg, lo, p.cfg.ray.cpus_per_task)
+    return f"{placed}, packs of up to {p.pack_tokens:,} tokens"
+
+
+def place(engine: EngineSpec, cfg: Any, count: int, task_cpus: float) -> str:
+    """Resolve the engine's device; check that the cluster can host `count` engines and
+    `task_cpus` for tasks beside them (fails fast). `cfg`: a run's or the service's config."""
     import ray
 
-    cfg = p.cfg
-    p.engine.device = _resolve_device(cfg.embed.device)
-    placed = check_placement(
-        actor_shape(p), cfg.ray.cpus_per_task, ray.nodes(), cfg.ray.placement_timeout_s
-    )
-    return f"{placed} on {p.engine.device}, packs of up to {p.pack_tokens:,} tokens"
+    engine.device = _resolve_device(cfg.embed.device)
+    shape = actor_shape(engine, cfg.embed, count)
+    placed = check_placement(shape, task_cpus, ray.nodes(), cfg.ray.placement_timeout_s)
+    return f"{placed} on {engine.device}"
 
 
-def actor_shape(p: Plan) -> ActorShape:
+def actor_shape(engine: EngineSpec, e: EmbedConfig, count: int) -> ActorShape:
     """What one engine actor needs of a node (once the device is resolved)."""
-    e = p.cfg.embed
-    lo, _ = actor_range(e.num_actors)
     return ActorShape(
-        p.engine.gpus, e.cpus_per_actor, lo, e.tensor_parallel_size, e.pipeline_parallel_size
+        engine.gpus, e.cpus_per_actor, count, e.tensor_parallel_size, e.pipeline_parallel_size
     )
 
 
@@ -449,7 +454,7 @@ def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
         )
         # Engines lost with a node and never placed again would stall the run: end it instead.
         watch = EngineWatch(
-            actor_shape(p),
+            actor_shape(p.engine, cfg.embed, actor_range(cfg.embed.num_actors)[0]),
             cfg.ray.placement_timeout_s,
             lambda: ray.get(stats_actor.actors.remote()),
         )

@@ -67,29 +67,21 @@ def serve_forever(cfg: ServiceConfig, echo: Echo = print, stop: threading.Event 
 
 
 def _serve(cfg: ServiceConfig, echo: Echo, stop: threading.Event) -> None:
-    from pipeline.run import _resolve_device, ray_session
+    from pipeline.run import place, ray_session
     from pipeline.serve.service import plan_service
 
     s = cfg.serve
     plan = plan_service(cfg)
     check_port(s.host, s.port)
     with ray_session(cfg):  # type: ignore[arg-type]
-        import ray
         from ray import serve
 
-        from pipeline.embed.placement import ActorShape, check_placement
-
-        plan.engine.device = _resolve_device(cfg.embed.device)
         lo, _ = actor_range(s.replicas, "serve.replicas")
-        e = cfg.embed
-        shape = ActorShape(
-            plan.engine.gpus, e.cpus_per_actor, lo, e.tensor_parallel_size, e.pipeline_parallel_size
-        )
-        placed = check_placement(shape, 0, ray.nodes(), cfg.ray.placement_timeout_s)
+        placed = place(plan.engine, cfg, lo, task_cpus=0)
         key = api_key(cfg)
         echo(
             f"{PROG}: model {plan.name} ({cfg.model.name}), columns {plan.column_names}, "
-            f"{placed} on {plan.engine.device}; starting"
+            f"{placed}; starting"
         )
         with _quiet("ray.serve", not cfg.log.verbose):  # "Started Serve": not news
             serve.start(
