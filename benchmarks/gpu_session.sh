@@ -28,6 +28,8 @@
 #   scale               nvidia-h200-x2   7 min   the user's command at scale: 1.2B, 160 Mbp,
 #                                                2 engines, against 2 x the bare engine
 #   serve               nvidia-h200      7 min   dnaembed-serve vs vllm serve, 1.2B (session 10)
+#   genome              nvidia-h200-x2   6 min   human chromosomes through the CLI, one engine
+#                                                per GPU, projected to the genome on 8 (issue 18)
 #
 # A device call lasts at most 600 s and every mode fits in one, with `prep` run first on the
 # same machine (a mode builds any model it lacks, but that eats into its 600 s: the 10B model
@@ -390,10 +392,27 @@ case "$MODE" in
       "$W"/outputs/serve/*/*/dnaembed-serve.log 2>/dev/null
     rm -f "$OUT"/*.log
     ;;
+  genome)
+    # Tables: "Whole genome" (issue 18) on the kinds lent: human chromosomes (GRCh38 names and
+    #   sizes, random bases, N runs at the ends; CHROMS, default chr21,chr22) in one gzip FASTA
+    #   through the user's command (benchmarks/scale.py --chromosomes), one engine per GPU,
+    #   against the bare engine; start-up, steady rate, GPU utilisation, and the whole genome
+    #   (3.09 Gbp) projected on 8 engines from them.
+    # Machine: nvidia-h200-x2 (nvidia-h200-x8 when lent: ENGINES=8 CHROMS=all is the run).
+    #   About 6 min for the 1.2B shape on two GPUs.
+    # Writes: scale.json, scale.png, logs-genome.tar.gz.
+    timeout 560 python3 -m benchmarks.scale --device cuda --model "${GENOME_MODEL:-genos_1_2b}" \
+      --chromosomes "${CHROMS:-chr21,chr22}" --engines "${ENGINES:-2}" --project-engines 8 \
+      --timeout 480 --work "$W" --out "$OUT" ${GENOME_ARGS:-} > "$OUT/genome.log" 2>&1
+    grep -vE '^\s*$' "$OUT/genome.log" | grep -vE '^\(|INFO|WARNING' | tail -45
+    tar -czf "$OUT/logs-genome.tar.gz" --ignore-failed-read "$OUT"/genome.log "$OUT"/scale-cli.log \
+      "$W"/scale-hydra/*.log "$W"/scale-bare/*.log 2>/dev/null
+    rm -f "$OUT"/*.log
+    ;;
   *)
     echo "usage: bash benchmarks/gpu_session.sh MODE, one of: prep engine-vs-pipeline" \
       "raydata-llm hf-fidelity moe-kernel moe-tiles mfu-knobs ray-jobs scaling" \
-      "layers-1_2b layers-10b loci-1_2b loci-10b scale startup-1_2b startup-10b tp2 serve" >&2
+      "layers-1_2b layers-10b loci-1_2b loci-10b scale startup-1_2b startup-10b tp2 serve genome" >&2
     exit 2
     ;;
 esac

@@ -42,6 +42,16 @@ SMOKE = {"bases": 200_000, "contigs": 20, "window": 2048, "engines": 2}
 # No pack size set: the run sizes its packs from the input (about 4 per engine).
 SMOKE_SET: list[str] = []
 SAMPLE_S = 0.5
+# GRCh38's primary chromosomes and their lengths: --chromosomes picks records of these names
+# and sizes (random bases), and the projection is to all of them (3.09 Gbp).
+HUMAN = {
+    "chr1": 248_956_422, "chr2": 242_193_529, "chr3": 198_295_559, "chr4": 190_214_555,
+    "chr5": 181_538_259, "chr6": 170_805_979, "chr7": 159_345_973, "chr8": 145_138_636,
+    "chr9": 138_394_717, "chr10": 133_797_422, "chr11": 135_086_622, "chr12": 133_275_309,
+    "chr13": 114_364_328, "chr14": 107_043_718, "chr15": 101_991_189, "chr16": 90_338_345,
+    "chr17": 83_257_441, "chr18": 80_373_285, "chr19": 58_617_616, "chr20": 64_444_167,
+    "chr21": 46_709_983, "chr22": 50_818_468, "chrX": 156_040_895, "chrY": 57_227_415,
+}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- input
@@ -60,7 +70,9 @@ def record_lengths(bases: int, contigs: int, large: int = 2, large_frac: float =
     return lengths
 
 
-def write_fasta(path: Path, lengths: list[int], seed: int = 0) -> None:
+def write_fasta(
+    path: Path, lengths: list[int], seed: int = 0, names: list[str] | None = None
+) -> None:
     """Random ACGT, N runs at both ends of every record, lines of 80, gzip level 1 (speed:
     the file is an input, not the thing measured)."""
     rng = np.random.default_rng(seed + 1)
@@ -68,7 +80,7 @@ def write_fasta(path: Path, lengths: list[int], seed: int = 0) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
         for i, length in enumerate(lengths):
-            name = f"chr{i + 1}" if i < 2 else f"contig{i - 1:05d}"
+            name = names[i] if names else (f"chr{i + 1}" if i < 2 else f"contig{i - 1:05d}")
             gz.write(f">{name}\n".encode())
             n_run = min(10_000, length // 50)  # telomere-like gaps
             for lo in range(0, length, CHUNK):
@@ -91,14 +103,26 @@ def _lines(seq: np.ndarray) -> bytes:
 
 def genome(args: argparse.Namespace, work: Path) -> tuple[Path, dict]:
     """The FASTA for these parameters, generated once."""
-    lengths = record_lengths(args.bases, args.contigs, seed=args.seed)
-    path = work / f"genome-{args.bases}b-{args.contigs}c-s{args.seed}-v{GENERATOR_VERSION}.fa.gz"
+    names = None
+    if args.chromosomes:
+        names = list(HUMAN) if args.chromosomes == "all" else args.chromosomes.split(",")
+        unknown = [n for n in names if n not in HUMAN]
+        if unknown:
+            raise SystemExit(f"--chromosomes: {unknown} are not among {list(HUMAN)}")
+        lengths = [HUMAN[n] for n in names]
+        stem = f"human-{'-'.join(names) if len(names) < 6 else len(names)}"
+    else:
+        lengths = record_lengths(args.bases, args.contigs, seed=args.seed)
+        stem = f"genome-{args.bases}b-{args.contigs}c"
+    path = work / f"{stem}-s{args.seed}-v{GENERATOR_VERSION}.fa.gz"
     info = {"path": str(path), "bases": sum(lengths), "records": len(lengths)}
+    if names:
+        info["chromosomes"] = names
     if path.exists():
         print(f"FASTA: {path} (cached)", flush=True)
         return path, {**info, "generated_s": None}
     t = time.perf_counter()
-    write_fasta(path, lengths, args.seed)
+    write_fasta(path, lengths, args.seed, names)
     s = time.perf_counter() - t
     mb = path.stat().st_size / 1e6
     print(
@@ -455,6 +479,25 @@ def figures(run: dict, manifest: dict, gpu: dict, bare: dict, engines: int) -> d
 
 
 # ---------------------------------------------------------------------------------- output
+def projection(f: dict, engines: int, target: int) -> dict:
+    """The whole human genome on `target` engines: the measured start-up, then every base as
+    one token at the measured steady rate per engine. Assumes engines scale linearly (one per
+    GPU, sharing nothing) and no tail: the last chromosome's packs finish with the others'."""
+    bases = sum(HUMAN.values())
+    per_engine = f["steady_tok_s"] / engines
+    embed_s = bases / (per_engine * target)
+    return {
+        "bases": bases,
+        "engines": target,
+        "measured_engines": engines,
+        "startup_s": f["startup_s"],
+        "steady_tok_s_per_engine": round(per_engine),
+        "embed_s": round(embed_s),
+        "wall_s": round(f["startup_s"] + embed_s),
+        "wall_min": round((f["startup_s"] + embed_s) / 60, 1),
+    }
+
+
 def print_table(result: dict) -> None:
     f, rows = result["figures"], result["engines"]
     print(
@@ -477,6 +520,15 @@ def print_table(result: dict) -> None:
         ("GPU util %, busy span", f.get("gpu_util_busy"), False),
         ("GPU memory max (MiB)", f.get("gpu_mem_max_mib"), False),
     ]
+    pr = result.get("projection")
+    if pr:
+        lines.append(
+            (
+                f"projected: {pr['bases']:,} bases on {pr['engines']} engines (min)",
+                pr["wall_min"],
+                False,
+            )
+        )
     for name, v, ratio in lines:
         print(f"{name} | {_fmt(v, ratio)}")
     cols = [
@@ -623,6 +675,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="one more override for the CLI, as typed (repeatable)",
     )
+    ap.add_argument(
+        "--chromosomes",
+        help="records with human chromosome names and sizes instead of --bases/--contigs: "
+        "a comma list (chr21,chr22) or 'all' (3.09 Gbp)",
+    )
+    ap.add_argument(
+        "--project-engines",
+        type=int,
+        default=0,
+        help="also project the whole human genome on this many engines from the run's "
+        "start-up and steady rate per engine",
+    )
     ap.add_argument("--bare", choices=["first", "last", "none"], default="first")
     ap.add_argument(
         "--bare-windows", type=int, default=0, help="default: one pack's worth of the run's"
@@ -701,6 +765,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         result["engines"] = engine_rows(manifest["engine"], run["launch"])
         result["figures"] = figures(run, manifest, result["gpu"], bare, args.engines)
+        if args.project_engines:
+            result["projection"] = projection(result["figures"], args.engines, args.project_engines)
     else:
         tail = (out / "scale-cli.log").read_text(errors="replace")[-3000:]
         result["error"] = tail

@@ -151,14 +151,42 @@ def test_figures_from_a_manifest():
     assert f["bare_tok_s"] is None and "e2e_vs_bare" not in f and "gpu_util_run" not in f
 
 
+def test_human_chromosomes_are_named_and_sized_as_grch38(tmp_path, monkeypatch):
+    assert sum(scale.HUMAN.values()) == 3_088_269_832 and len(scale.HUMAN) == 24
+    # Two chromosomes at a thousandth of their size, through the same generator.
+    monkeypatch.setattr(scale, "HUMAN", {k: v // 1000 for k, v in scale.HUMAN.items()})
+    args = scale.parse_args(["--chromosomes", "chr21,chrY", "--work", str(tmp_path)])
+    path, info = scale.genome(args, tmp_path)
+    assert info["chromosomes"] == ["chr21", "chrY"] and info["bases"] == 46_709 + 57_227
+    with gzip.open(path, "rt") as f:
+        text = f.read()
+    names = [line[1:] for line in text.splitlines() if line.startswith(">")]
+    assert names == ["chr21", "chrY"]
+    chr21 = text.split(">chrY")[0].split("\n", 1)[1].replace("\n", "")
+    assert len(chr21) == 46_709 and chr21.startswith("N" * 934) and chr21.endswith("N" * 934)
+    args = scale.parse_args(["--chromosomes", "chr21,chr23", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="chr23"):
+        scale.genome(args, tmp_path)
+
+
+def test_the_projection_is_start_up_then_every_base_at_the_steady_rate():
+    f = {"startup_s": 30.0, "steady_tok_s": 900_000.0}
+    pr = scale.projection(f, engines=2, target=8)
+    assert pr["steady_tok_s_per_engine"] == 450_000 and pr["engines"] == 8
+    assert pr["embed_s"] == round(3_088_269_832 / 3_600_000)
+    assert pr["wall_s"] == round(30 + 3_088_269_832 / 3_600_000)
+
+
 @pytest.mark.slow  # 80-145 s on 2 cores: two engine starts, and the bare engine's
 def test_cpu_smoke_run(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "benchmarks.scale", "--device", "cpu", "--model", "tiny"]
     cmd += ["--smoke", "--out", str(out), "--work", str(tmp_path / "work")]
+    cmd += ["--project-engines", "8"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "figure | value" in proc.stdout
+    assert "projected: 3,088,269,832 bases on 8 engines (min)" in proc.stdout
     r = json.loads((out / "scale.json").read_text())
     assert r["command"][1:3] == ["-m", "pipeline"] and r["cli"]["rc"] == 0
     # No pack size given: the run sized its packs from the input, at least two per engine.
@@ -173,6 +201,9 @@ def test_cpu_smoke_run(tmp_path):
     assert 0 < f["first_engine_ready_s"] < f["startup_s"] < f["wall_s"]
     assert 0 < f["span_s"] < f["wall_s"]
     assert f["steady_tok_s"] > f["e2e_tok_s"] > 0
+    pr = r["projection"]
+    assert pr["measured_engines"] == 2 and pr["startup_s"] == f["startup_s"]
+    assert pr["wall_s"] == round(f["startup_s"] + 3_088_269_832 / (f["steady_tok_s"] / 2 * 8))
     # One of the run's packs' worth of full windows.
     assert r["bare"]["windows"] == r["pack_tokens"] // 2048
     assert r["bare"]["tokens"] == r["bare"]["windows"] * 2048
