@@ -291,7 +291,6 @@ class EngineQueue:
         self._waiting: deque[tuple[Job, asyncio.Future]] = deque()
         self._wake: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
-        self.calls = 0
         # The error of an engine call that failed: requests are checked before they reach
         # the engine, so a failure there is the engine's, and the replica is replaced.
         self.broken: Exception | None = None
@@ -331,7 +330,6 @@ class EngineQueue:
             await self._wake.wait()
             self._wake.clear()
             while batch := self._take():
-                self.calls += 1
                 try:
                     results = await loop.run_in_executor(
                         self._pool, self.embedder.run, [j for j, _ in batch]
