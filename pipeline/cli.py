@@ -13,6 +13,7 @@ error in the config or the input is one line and exit code 2.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable
@@ -20,8 +21,17 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import composition_error, conf_dir, register, rewrite_overrides, to_config
-from pipeline.errors import find_user_error
+from pipeline.config import (
+    SCHEMAS,
+    Config,
+    check_overrides,
+    composition_error,
+    conf_dir,
+    register,
+    rewrite_overrides,
+    to_config,
+)
+from pipeline.errors import ConfigError, find_user_error
 
 # Hydra flags that take the next argument as their value (not an override).
 _FLAGS_WITH_VALUE = {
@@ -38,6 +48,8 @@ _FLAGS_WITH_VALUE = {
     "--experimental-rerun",
 }
 _VERBOSE = ("-v", "--verbose")
+# Its arguments (`install=bash`) are not overrides.
+_SHELL_COMPLETION = {"-sc", "--shell-completion"}
 
 
 def prepare_args(args: list[str]) -> list[str]:
@@ -104,13 +116,14 @@ def report(message: str, prog: str = "dnaembed") -> int:
     return 2
 
 
-def user_error(e: BaseException) -> str | None:
-    """The one line to print for an error the user can fix, or None for a bug of ours."""
+def user_error(e: BaseException, schema: type = Config) -> str | None:
+    """The one line to print for an error the user can fix, or None for a bug of ours;
+    `schema`: the config's, for the keys an unknown one is compared with."""
     ours = find_user_error(e)
     if ours is not None:
         # Our messages are one line; Ray Data appends its retry advice below them.
         return str(ours).strip().splitlines()[0]
-    return composition_error(e)
+    return composition_error(e, schema)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +136,17 @@ def hydra_main(
     """Run `task` as a Hydra app on conf/<config_name>.yaml; user errors: one line, exit 2."""
     import hydra
 
-    args = prepare_args(list(sys.argv[1:] if argv is None else argv))
+    given = list(sys.argv[1:] if argv is None else argv)
+    # None for a config of the user's own (-cn), whose schema only its composition tells.
+    schema = SCHEMAS.get(_config_name(given) or config_name)
+    try:
+        args, overrides, dirs = _parse(given)
+        # Here, before Hydra: its `+key=value` adds any key, and a -m sweep would start its
+        # first job before a later one failed.
+        if schema is not None and not _SHELL_COMPLETION & set(given):
+            check_overrides(overrides, schema, dirs)
+    except ConfigError as e:
+        return report(str(e), prog)
     register()
     # Hydra then raises errors instead of printing them over several lines and exiting 1.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -135,13 +158,23 @@ def hydra_main(
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:
-        message = user_error(e)
+        message = user_error(e, schema or Config)
         if message is None:
             raise
         return report(message, prog)
     finally:
         sys.argv = saved
     return 0
+
+
+def _config_name(args: list[str]) -> str | None:
+    """The -cn/--config-name of a command line, if any."""
+    for flag, value in itertools.pairwise([*args, ""]):
+        if flag in ("-cn", "--config-name"):
+            return value
+        if flag.startswith("--config-name="):
+            return flag.split("=", 1)[1]
+    return None
 
 
 if __name__ == "__main__":

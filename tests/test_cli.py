@@ -59,3 +59,30 @@ def test_a_two_job_sweep_gives_two_complete_outputs(tmp_path):
     # -v: the libraries' own lines on the terminal too (Ray's, and the engine's through Ray).
     assert "Started a local Ray instance" in proc.stderr
     assert "dnaembed.workers" in proc.stderr
+
+
+def test_a_sweep_with_an_unknown_key_fails_before_its_first_job(tmp_path):
+    reads = REPO / "pipeline" / "demo" / "reads.fastq.gz"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "-m",
+            "model=tiny",
+            f"input={reads}",
+            "output=out/w${window.size}",
+            "window.size=512,1024",
+            "+embed.layer=[1]",  # Hydra's own advice for `embed.layer=[1]`
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "dnaembed: error: unknown key embed.layer (did you mean embed.layers?)"
+    assert "Launching" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no output, no multirun/ record of a sweep

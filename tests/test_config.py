@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, is_dataclass
 
 import pytest
@@ -26,6 +27,7 @@ from pipeline.config import (
     keys_help,
     model_fingerprint,
     rewrite_overrides,
+    schema_keys,
     to_config,
     validate,
 )
@@ -368,6 +370,121 @@ def test_cli_prints_config_and_help(capsys, tmp_path, monkeypatch):
     assert not (tmp_path / "outputs").exists()  # nothing ran
 
 
+# ---- unknown keys: refused with the nearest real ones, before anything runs ---------------
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """A run (or a service) that starts fails the test."""
+    import pipeline.run
+    import pipeline.serve.cli
+
+    def started(*args, **kwargs):
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(pipeline.run, "run", started)
+    monkeypatch.setattr(pipeline.serve.cli, "serve_forever", started)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("+embed.layer=[1]", "unknown key embed.layer (did you mean embed.layers?)"),
+        ("++window.sise=10", "unknown key window.sise (did you mean window.size?)"),
+        ("embed.layer=[1]", "unknown key embed.layer (did you mean embed.layers?)"),
+        ("~embed.layer", "unknown key embed.layer (did you mean embed.layers?)"),
+        ("embedd.layers=[1]", "unknown key embedd.layers (did you mean embed.layers?)"),
+        ("+embedd=big", "unknown key embedd (did you mean embed?)"),
+        ("embedd.foo=1", "unknown key embedd.foo (no group embedd; did you mean embed?)"),
+        (
+            "++storage.s3={endpoit_url:x}",
+            "unknown key storage.s3.endpoit_url (did you mean storage.s3.endpoint_url?)",
+        ),
+        (
+            "serve.port=9000",
+            "unknown key serve.port: a key of the service (dnaembed-serve), not of dnaembed",
+        ),
+    ],
+)
+def test_unknown_keys_are_refused_before_anything_runs(
+    override, message, no_run, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    for flags in ([], ["--cfg", "job"], ["-m", "window.size=512,1024"]):
+        assert main([*flags, *BASE, override]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"dnaembed: error: {message}\n" and captured.out == ""
+    # Refused before Hydra: not even its run directory.
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError) as refused:
+        compose([*BASE, override])
+    assert str(refused.value) == message
+
+
+def test_hydras_advice_to_add_a_key_with_plus_never_reaches_users(no_run, capsys):
+    for override, message in (
+        ("hydra.job.chdri=true", "unknown key hydra.job.chdri (did you mean hydra.job.chdir?)"),
+        (
+            "embed.engine_kwargs.max_num_seqs=4",
+            "embed.engine_kwargs.max_num_seqs is not set: add it with "
+            "+embed.engine_kwargs.max_num_seqs=4",
+        ),
+        ("~embed.env_vars.FOO", "cannot delete embed.env_vars.FOO: it is not set"),
+    ):
+        assert main(["--cfg", "job", *BASE, override]) == 2
+        assert capsys.readouterr().err == f"dnaembed: error: {message}\n"
+        with pytest.raises(ConfigError) as refused:
+            compose([*BASE, override])
+        assert str(refused.value) == message
+
+
+def test_an_unknown_key_in_a_users_config_file_is_refused(no_run, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "my_conf"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "mine.yaml").write_text("name: mine\nmax_model_lenn: 4096\n")
+    message = "unknown key model.max_model_lenn in model/mine (did you mean model.max_model_len?)"
+    for flags in ([], ["--cfg", "job"]):
+        assert main([*flags, "-cd", str(mine), "model=mine", "input=x.fa", "output=out"]) == 2
+        assert capsys.readouterr().err == f"dnaembed: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_conf"]
+    with pytest.raises(ConfigError) as refused:
+        compose(["model=mine", "input=x.fa", "output=out"], config_dirs=(str(mine),))
+    assert str(refused.value) == message
+
+
+def test_free_form_groups_take_any_key_and_nothing_else_does(no_run, capsys, tmp_path):
+    # The free-form groups: the schema's dict-typed keys, read from the field types.
+    free = {"model.engine_kwargs", "embed.engine_kwargs", "embed.env_vars"}
+    assert schema_keys(Config).free == schema_keys(ServiceConfig).free == free
+    added = ["+embed.engine_kwargs.max_num_seqs=4", "+embed.env_vars.FOO=bar"]
+    cfg = to_config(compose([*BASE, *added, "+model.engine_kwargs.block_size=16"]))
+    assert cfg.embed.engine_kwargs == {"max_num_seqs": 4}
+    assert cfg.embed.env_vars == {"FOO": "bar"}
+    assert cfg.model.engine_kwargs == {"enforce_eager": True, "block_size": 16}
+    assert serve_config(*added).embed.env_vars == {"FOO": "bar"}
+    compose([*BASE, "+hydra.job.env_set.FOO=bar"])  # Hydra's own keys: Hydra's to check
+    assert main(["--cfg", "job", *BASE, *added]) == 0
+    out = capsys.readouterr().out
+    assert "  engine_kwargs:\n    max_num_seqs: 4\n  env_vars:\n    FOO: bar\n" in out
+    # A typo in the group's own name is not free-form.
+    assert main([*BASE, "+embed.engine_kwarg.max_num_seqs=4"]) == 2
+    assert capsys.readouterr().err == (
+        "dnaembed: error: unknown key embed.engine_kwarg.max_num_seqs "
+        "(did you mean embed.engine_kwargs.max_num_seqs?)\n"
+    )
+
+
+def test_to_config_refuses_a_key_the_schema_lacks():
+    # However the key got there: the typed config would leave it out.
+    cfg = compose(BASE)
+    OmegaConf.update(cfg, "window.sise", 10, force_add=True)
+    with pytest.raises(
+        ConfigError, match=r"^unknown key window.sise \(did you mean window.size\?\)$"
+    ):
+        to_config(cfg)
+
+
 # ---- dnaembed-serve: conf/serve.yaml and ServiceConfig ------------------------------------
 
 
@@ -421,11 +538,11 @@ def test_serve_overrides():
         ("serve.max_inputs=0", r"serve.max_inputs must be >= 1, got 0"),
         ("serve.strands=both", r"Invalid value 'both'.*\(key serve.strands\)"),
         ("serve.proxy_location=anywhere", r"Invalid value 'anywhere'.*serve.proxy_location"),
-        ("serve.nope=1", r"serve.nope"),
-        ("input.path=x.fa", r"input.path.*not in 'SequenceRules'"),
-        ("input=x.fa", r"input.path.*not in 'SequenceRules'"),
-        ("output.path=o", r"output"),
-        ("window.size=100", r"window"),
+        ("serve.nope=1", r"^unknown key serve.nope \(did you mean serve.name\?\)$"),
+        ("input.path=x.fa", r"^unknown key input.path: a key of batch runs \(dnaembed\), not of"),
+        ("input=x.fa", r"^unknown key input.path: a key of batch runs \(dnaembed\), not of"),
+        ("output.path=o", r"^unknown key output.path: a key of batch runs \(dnaembed\), not of"),
+        ("window.size=100", r"^unknown key window.size: a key of batch runs"),
     ],
 )
 def test_serve_bad_values_name_the_key(override, message):
@@ -489,3 +606,19 @@ def test_check_port_refuses_a_port_in_use():
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
     check_port("127.0.0.1", free)  # closed again: free
+
+
+def test_serve_refuses_an_unknown_key_before_it_starts(no_run, capsys, tmp_path, monkeypatch):
+    from pipeline.serve.cli import main as serve_main
+
+    monkeypatch.chdir(tmp_path)
+    for override, message in (
+        ("+serve.prot=1", "unknown key serve.prot (did you mean serve.port?)"),
+        ("output.path=o", "unknown key output.path: a key of batch runs (dnaembed), not of"),
+    ):
+        assert serve_main(["model=tiny", override]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"dnaembed-serve: error: {message}") and err.count("\n") == 1
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+            serve_config(override)
+    assert list(tmp_path.iterdir()) == []
