@@ -511,9 +511,10 @@ def _strip(w: dict) -> dict:
 
 
 def plan_without_inputs(cfg, plan):
-    """plan() checks that inputs exist; the workload is written after we know the model key."""
+    """plan() checks the inputs; the workload is written after we know the model key, over a
+    placeholder of one record."""
     Path(cfg.input.path).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.input.path).touch()
+    Path(cfg.input.path).write_text(">placeholder\nACGT\n")
     return plan(cfg)
 
 

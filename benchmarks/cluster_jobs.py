@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"layout": name, "error": text[-1500:], "job_wall_s": wall})
                 print(f"{name}: FAILED\n{rows[-1]['error']}", flush=True)
                 continue
-            manifest = json.loads((dest / "manifest.json").read_text())
+            manifest = json.loads((dest / "_manifest.json").read_text())
             rows.append(
                 {
                     "layout": name,

@@ -212,7 +212,7 @@ def pipeline_runs(args: argparse.Namespace) -> list[dict]:
         if proc.returncode:
             rows.append({"run": name, "error": (proc.stdout + proc.stderr)[-3000:]})
             continue
-        m = json.loads((out / "manifest.json").read_text())
+        m = json.loads((out / "_manifest.json").read_text())
         rows.append(
             {
                 "run": name,

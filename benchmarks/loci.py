@@ -180,7 +180,7 @@ def pipeline_run(args, name: str, extra: list[str]) -> dict:
     (WORK / f"log-{name}.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode:
         return {"run": name, "error": (proc.stdout + proc.stderr)[-3000:]}
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((out / "_manifest.json").read_text())
     c, e = m["counts"], m["engine"]
     return {
         "run": name,

@@ -173,7 +173,7 @@ def run_one(multiple: float, args: argparse.Namespace, work: Path) -> dict:
     if proc.returncode != 0:
         row["error"] = (stdout + stderr)[-3000:]
         return row
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     c = manifest["counts"]
     row |= {
         "tokens": c["tokens"],

@@ -757,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     ok = run["rc"] == 0 and "error" not in bare
     if run["rc"] == 0:
-        manifest = json.loads((run_out / "manifest.json").read_text())
+        manifest = json.loads((run_out / "_manifest.json").read_text())
         result["timeline"] = {
             "launch": run["launch"],
             "exit": run["exit"],

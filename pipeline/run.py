@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,11 +45,12 @@ from pipeline.embed.outputs import (
 )
 from pipeline.embed.placement import ActorShape, EngineWatch, check_placement
 from pipeline.embed.stage import EmbedStage
-from pipeline.errors import ClusterError, ConfigError
+from pipeline.errors import ClusterError, ConfigError, InputError
 from pipeline.models import model_layout, resolve_model_path
+from pipeline.precheck import check_loci, check_tiles
 from pipeline.read.pieces import plan_pieces
 from pipeline.read.reference import Reference
-from pipeline.read.sources import expand_inputs
+from pipeline.read.sources import find_inputs
 from pipeline.read.stage import ReadStage, RegionReadStage, VariantReadStage
 from pipeline.stages import RunStats, Stage, StatsSink, add_stage
 from pipeline.storage import failed_requests, store_errors
@@ -81,6 +83,8 @@ class RunSummary:
     windows_resumed: int = 0
     input_errors: list = field(default_factory=list)
     storage_retries: int = 0
+    skipped: list = field(default_factory=list)
+    """The first records passed over, as the manifest lists them."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -97,6 +101,13 @@ class RunSummary:
         if self.storage_retries:
             n = self.storage_retries
             text += f"\ndnaembed: {n} object store requests failed and were retried"
+        if self.records_skipped:
+            first = "; ".join(_skip_reason(s) for s in self.skipped[:SKIPS_SHOWN])
+            more = ", ..." if self.records_skipped > SKIPS_SHOWN else ""
+            text += (
+                f"\ndnaembed: warning: {self.records_skipped} of {self.records} records "
+                f"skipped ({first}{more}); the manifest lists each (skipped_records)"
+            )
         for e in self.input_errors:
             text += f"\ndnaembed: warning: input broke off after {e['records_read']} records: "
             text += e["reason"]
@@ -116,7 +127,41 @@ class RunSummary:
             c.get("windows_resumed", 0),
             manifest.get("input_errors", []),
             c.get("storage_retries", 0),
+            manifest.get("skipped_records", [])[:SKIPS_SHOWN],
         )
+
+
+SKIPS_SHOWN = 3  # skipped records named in the summary's warning
+
+
+def _skip_reason(s: dict) -> str:
+    where = s.get("seq_id") or "?"
+    if "pos" in s:
+        where += f":{s['pos']}"
+    return f"{where} in {s.get('source', '?')}: {s.get('reason', '?')}"
+
+
+def no_rows(manifest: dict, output: str) -> str:
+    """Why a complete run wrote no row, from its counts."""
+    c = manifest["counts"]
+    why = []
+    if not c.get("records"):
+        why.append("the input holds no records")
+    elif c.get("records_skipped") == c.get("records"):
+        why.append(f"all {c['records']} records were skipped")
+    elif not c.get("bases"):
+        why.append(f"the {c['records']} records hold no bases")
+    if c.get("windows_skipped_n"):
+        why.append(f"{c['windows_skipped_n']} windows had more N than window.max_n_fraction")
+    if c.get("windows_dropped"):
+        why.append(
+            f"{c['windows_dropped']} windows were dropped (window.last=drop, or shorter than "
+            "window.min_length)"
+        )
+    for e in manifest.get("input_errors", []):
+        why.append(f"{e['uri']} broke off after {e['records_read']} records")
+    reasons = "; ".join(why) or "no window was made"
+    return f"no rows were written to {output}: {reasons}; the manifest lists what was read"
 
 
 @dataclass
@@ -138,6 +183,10 @@ class Plan:
     items: list[dict] = field(default_factory=list)
     """The read tasks' rows: one per file, or per piece of an indexed FASTA
     (pipeline/read/pieces.py); empty: one per file of `sources`."""
+    hidden_size: int | None = None
+    """The model's hidden size (the embedding columns' D), from its config."""
+    notes: list[str] = field(default_factory=list)
+    """What the input's directories passed over (pipeline/read/sources.py)."""
 
 
 def embedding_head(
@@ -146,7 +195,7 @@ def embedding_head(
     """The run's embedding columns, and what our engine model computes (None: vLLM's own
     pooler does). `spans`: rows pool over a part of their window (regions), which only our
     model does. Checked against the model's config before any engine starts."""
-    architectures, num_layers = model_layout(cfg.model, model_path)
+    architectures, num_layers, _ = model_layout(cfg.model, model_path)
     poolings = [str(p) for p in cfg.embed.poolings]
     if num_layers is None:
         raise ConfigError(
@@ -194,12 +243,13 @@ def plan(cfg: Config) -> Plan:
     check_engine_kwargs(cfg.embed.engine_kwargs)
     kind = input_kind(cfg)
     storage = cfg.storage.options()
-    sources = expand_inputs(
+    found = find_inputs(
         {InputKind.tiles: cfg.input.path, InputKind.regions: cfg.input.regions}.get(
             kind, cfg.input.variants
         ),
         storage,
     )
+    sources = found.sources
     if kind != InputKind.tiles:
         # Fails fast on a plain-gzip reference or an index it cannot build.
         Reference.prepare(cfg.input.reference, storage)
@@ -240,7 +290,7 @@ def plan(cfg: Config) -> Plan:
         **({"quantization": str(cfg.model.quantization)} if cfg.model.quantization else {}),
         "key": model_key,
     }
-    return Plan(
+    p = Plan(
         cfg,
         sources,
         engine,
@@ -253,7 +303,21 @@ def plan(cfg: Config) -> Plan:
         kind,
         pack_tokens,
         items=items,
+        hidden_size=model_layout(cfg.model, model_path)[2],
+        notes=found.notes,
     )
+    check_input(p)
+    return p
+
+
+def check_input(p: Plan) -> None:
+    """The input's cheap checks (pipeline/precheck.py), with the run's own stages."""
+    cfg = p.cfg
+    if p.kind == InputKind.tiles:
+        check_tiles(p.sources, cfg.input, cfg.window.min_length, cfg.storage.options())
+    else:
+        read, window = stages(p, StatsSink())[:2]
+        check_loci(p.kind, p.sources, read, window)
 
 
 def check_regions_fit(tokenizer: DnaTokenizer, flank: int, max_model_len: int) -> None:
@@ -466,6 +530,10 @@ def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
                     raise ClusterError(watch.reason) from e
                 raise
         totals = stats.totals()
+        if not commits and not committed.shards:
+            # Nothing to embed: one shard of no rows still carries the columns and their
+            # types, so the output loads (and reads with any Parquet reader) as what it is.
+            commits = [write_empty_shard(p)]
     finally:
         # Stop the engines now: a failed run's held exception could keep them alive.
         for handle in ray.get(stats_actor.actors.remote()):
@@ -488,6 +556,14 @@ def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
         stats=totals,
         elapsed_s=time.perf_counter() - t0,
     )
+
+
+def write_empty_shard(p: Plan) -> dict:
+    """Write the run's shard of no rows; its commit row."""
+    *_, embed, write = stages(p, StatsSink())
+    if p.hidden_size is None:
+        raise ConfigError(f"model {p.cfg.model.name!r} has no hidden_size in its config")
+    return write(embed.output_schema(p.hidden_size).empty_table()).to_pylist()[0]
 
 
 def manifest_embeddings(p: Plan) -> list[dict]:
@@ -560,6 +636,8 @@ def _run(cfg: Config, echo: Echo) -> RunSummary:
     log.info("resolved config:\n%s", resolved)
     p = plan(cfg)
     echo(header(p))
+    for note in p.notes:
+        echo(f"dnaembed: {note}")
     out = OutputDir(cfg.output.path, cfg.storage.options())
 
     def output_ops() -> Any:
@@ -578,6 +656,8 @@ def _run(cfg: Config, echo: Echo) -> RunSummary:
         if existing is not None:
             summary = RunSummary.from_manifest(cfg.output.path, existing, already_complete=True)
             echo(summary.line())
+            if not summary.windows:
+                raise InputError(no_rows(existing, cfg.output.path))
             return summary
         if committed.rows:
             echo(
@@ -590,9 +670,13 @@ def _run(cfg: Config, echo: Echo) -> RunSummary:
         with output_ops():
             lease.check()  # still ours: no manifest over another driver's run
             manifest["counts"]["storage_retries"] += failed_requests() - retried  # the driver's
+            # The output then holds exactly the manifest's rows, for readers of the directory.
+            out.prune({posixpath.basename(s["path"]) for s in manifest["shards"]})
             out.write_json(manifest, MANIFEST)
     finally:
         lease.release()
     summary = RunSummary.from_manifest(cfg.output.path, manifest, already_complete=False)
     echo(summary.line())
+    if not summary.windows:
+        raise InputError(no_rows(manifest, cfg.output.path))
     return summary

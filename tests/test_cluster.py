@@ -83,7 +83,7 @@ def assert_whole(out, reference) -> dict:
     for cid, vec in got.items():
         assert np.linalg.norm(vec - reference[cid]) <= 1e-4 * np.linalg.norm(reference[cid])
     shards = sorted(p.name for p in (out / "shards").iterdir())
-    commits = sorted(p.name.removesuffix(".json") for p in (out / "commits").iterdir())
+    commits = sorted(p.name.removesuffix(".json") for p in (out / "_commits").iterdir())
     assert shards == commits  # no partial or uncommitted shard
     m = read_manifest(str(out))
     c = m["counts"]
@@ -115,7 +115,9 @@ def when_committed(proc: subprocess.Popen, out, n: int, timeout_s: float = 300) 
     """Wait until the run has committed n shards (it is midway)."""
     t0 = time.monotonic()
     while (
-        len(list((out / "commits").glob("part-*.json"))) < n if (out / "commits").exists() else True
+        len(list((out / "_commits").glob("part-*.json"))) < n
+        if (out / "_commits").exists()
+        else True
     ):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() - t0 < timeout_s, "the run committed nothing in time"
@@ -159,8 +161,8 @@ def test_a_node_lost_for_good_ends_the_run_a_killed_driver_loses_nothing_a_rerun
     assert "1 engine(s) lost with their node could not be placed again" in line
     assert "0 CPU, 0 GPU on 1 node(s)" in line and "ray.placement_timeout_s=3 s" in line
     assert waited < 60  # detection (~3 s) + the timeout, not a hang
-    assert not (out / "manifest.json").exists()
-    first = len(list((out / "commits").glob("part-*.json")))
+    assert not (out / "_manifest.json").exists()
+    first = len(list((out / "_commits").glob("part-*.json")))
     assert first >= 2
 
     cluster.add_node(num_cpus=2)
@@ -171,13 +173,13 @@ def test_a_node_lost_for_good_ends_the_run_a_killed_driver_loses_nothing_a_rerun
     stdout, stderr = killed.communicate(timeout=600)
     assert killed.returncode == 17, stderr[-3000:]  # died as a killed process does
     assert "dnaembed: resuming: " in stdout
-    second = len(list((out / "commits").glob("part-*.json")))
-    assert second >= first + 3 and not (out / "manifest.json").exists()
+    second = len(list((out / "_commits").glob("part-*.json")))
+    assert second >= first + 3 and not (out / "_manifest.json").exists()
 
     again = driver(cluster, out, tmp_path)
     stdout, stderr = again.communicate(timeout=600)
     assert again.returncode == 0, stderr[-3000:]
     assert "dnaembed: resuming: " in stdout
     m = assert_whole(out, reference)
-    rows = sum(json.loads(c.read_text())["rows"] for c in (out / "commits").iterdir())
+    rows = sum(json.loads(c.read_text())["rows"] for c in (out / "_commits").iterdir())
     assert m["counts"]["windows_resumed"] >= second and rows == m["counts"]["windows"]

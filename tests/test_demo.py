@@ -66,5 +66,5 @@ def test_make_s3_demo(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dnaembed: 25 records (0 skipped)" in proc.stdout
-    assert "s3://dnaembed-demo-embeddings/run/manifest.json" in proc.stdout
+    assert "s3://dnaembed-demo-embeddings/run/_manifest.json" in proc.stdout
     assert (tmp_path / "outputs" / "s3-demo" / "dnaembed.log").stat().st_size > 0

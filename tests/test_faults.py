@@ -116,7 +116,7 @@ def test_without_actor_restarts_the_same_kill_fails_the_run(ray_session, corpus,
     out = tmp_path / "out"
     with pytest.raises(Exception):  # noqa: B017 - the actor's death, in Ray's words
         run(config(corpus, out, "embed.max_restarts=0"), echo=lambda *_: None)
-    assert not (out / "manifest.json").exists()
+    assert not (out / "_manifest.json").exists()
 
 
 def test_write_broken_after_k_bytes(ray_session, corpus, reference, tmp_path, arm):
@@ -128,8 +128,8 @@ def test_write_broken_after_k_bytes(ray_session, corpus, reference, tmp_path, ar
     assert fired.exists()
     names = sorted(p.name for p in (out / "shards").iterdir()) if (out / "shards").exists() else []
     committed = (
-        sorted(p.name.removesuffix(".json") for p in (out / "commits").glob("part-*.json"))
-        if (out / "commits").exists()
+        sorted(p.name.removesuffix(".json") for p in (out / "_commits").glob("part-*.json"))
+        if (out / "_commits").exists()
         else []
     )
     assert names == committed  # nothing partial, nothing hidden, nothing uncommitted
@@ -193,9 +193,9 @@ def test_two_drivers_on_one_output_one_runs_the_others_refuse_naming_it(
         (line,) = [x for x in err.splitlines() if x.startswith("dnaembed: error:")]
         assert f"is in use by another dnaembed driver: pid {winner.pid} on " in line
     m = assert_accounting(out)
-    fingerprints = {json.loads(c.read_text())["fingerprint"] for c in (out / "commits").iterdir()}
+    fingerprints = {json.loads(c.read_text())["fingerprint"] for c in (out / "_commits").iterdir()}
     assert fingerprints == {m["fingerprint"]}  # one config's shards, and only them
-    assert not (out / "lease.json").exists()  # released
+    assert not (out / "_lease.json").exists()  # released
     if args is base:
         assert_same(out, reference)
 
@@ -206,7 +206,7 @@ def test_truncated_input_fails_naming_it_or_is_reported(ray_session, corpus, ref
         run(config(corpus, tmp_path / "strict", names=names), echo=lambda *_: None)
     err = find_user_error(e.value)
     assert err is not None and "cut.fa.gz: truncated or corrupt gzip" in str(err)
-    assert not (tmp_path / "strict" / "manifest.json").exists()
+    assert not (tmp_path / "strict" / "_manifest.json").exists()
 
     out = tmp_path / "skip"
     lines = []

@@ -147,4 +147,4 @@ def test_stop(cluster, tmp_path):
     while "STOPPED" not in jobs(cluster, "status", "dnaembed-to-stop").stdout:
         assert time.monotonic() < deadline
         time.sleep(2)
-    assert not (tmp_path / "o" / "manifest.json").exists()
+    assert not (tmp_path / "o" / "_manifest.json").exists()

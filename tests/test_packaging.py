@@ -150,4 +150,4 @@ def test_a_run_of_the_installed_tool_with_a_user_model(installed, tmp_path, tiny
     assert "model=mine" in (run_dir / ".hydra" / "overrides.yaml").read_text()
     log = (run_dir / "dnaembed.log").read_text()
     assert "resolved config" in log and "dnaembed.workers" in log  # the engine's own lines
-    assert (tmp_path / "out" / "config.yaml").read_text().startswith("input:")
+    assert (tmp_path / "out" / "_config.yaml").read_text().startswith("input:")

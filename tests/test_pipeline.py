@@ -165,7 +165,7 @@ def test_manifest_accounts_for_every_record(first_run, corpus):
     assert c["tokens"] == sum(table.column("n_tokens").to_pylist())
     assert c["windows_skipped_n"] > 0 and c["inputs"] == 3
     assert sum(s["rows"] for s in manifest["shards"]) == c["windows"]
-    assert (out / "config.yaml").read_text().startswith("input:")
+    assert (out / "_config.yaml").read_text().startswith("input:")
     assert manifest["dim"] == 256 and manifest["strands"] == "separate"
     # The default: today's one column, the last layer (2 in the tiny model) mean-pooled.
     assert manifest["embeddings"] == [{"column": "embedding", "layer": 2, "pooling": "mean"}]
@@ -259,7 +259,7 @@ def test_bad_input_fails_cleanly_through_ray(ray_session, tmp_path, capsys, monk
     assert code == 2
     assert err.startswith("dnaembed: error: ") and err.count("\n") == 1
     assert "record 'broken' has '>' at position 6 (0-based)" in err
-    assert not (out / "manifest.json").exists()
+    assert not (out / "_manifest.json").exists()
 
 
 def test_layers_poolings_and_merged_strands_end_to_end(ray_session, first_run, corpus, tmp_path):

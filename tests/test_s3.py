@@ -62,7 +62,7 @@ def test_s3_broken_upload_throttling_store_store_down_nothing_lost(
     shards = listing(s3, f"{outb}/run/shards")
     commits = listing(s3, f"{outb}/run/commits")
     assert len(shards) == len(commits)  # every shard visible is a committed, whole one
-    assert not s3.exists(f"{outb}/run/manifest.json")
+    assert not s3.exists(f"{outb}/run/_manifest.json")
     with pytest.raises(Exception, match="no manifest: the run is incomplete"):
         load_embeddings(f"s3://{outb}/run/", storage_options=direct)
 
@@ -77,10 +77,12 @@ def test_s3_broken_upload_throttling_store_store_down_nothing_lost(
         # (but a lease renewal's may race the count); a dropped connection aiohttp may resend
         # unseen.
         until = next(
-            i for i, (r, _) in enumerate(proxy.log) if r.startswith("PUT") and "/manifest.json" in r
+            i
+            for i, (r, _) in enumerate(proxy.log)
+            if r.startswith("PUT") and "/_manifest.json" in r
         )
         before = [(r, kind) for r, kind in proxy.log[:until] if kind]
-        seen = sum(kind != "reset" and "/lease.json" not in r for r, kind in before)
+        seen = sum(kind != "reset" and "/_lease.json" not in r for r, kind in before)
         assert seen <= counted <= len(before), (counted, proxy.log)
         assert f"{counted} object store requests failed and were retried" in lines[-1]
     table = load_embeddings(f"s3://{outb}/run/", storage_options=direct)
@@ -94,15 +96,15 @@ def test_s3_broken_upload_throttling_store_store_down_nothing_lost(
 
     # A store that goes down midway: the run fails naming it, and resumes once it is back.
     with FaultyS3Proxy(s3_endpoint, max_faults=0) as proxy:
-        proxy.down(after="/commits/", nth=2)  # the second commit record and all after it
+        proxy.down(after="/_commits/", nth=2)  # the second commit record and all after it
         down = [*args(proxy.url, "down"), "storage.s3.max_attempts=2"]
         with pytest.raises(Exception) as failed:
             run(compose_config(*down, "output.lease_s=2"), echo=lambda *_: None)
         err = find_user_error(failed.value)
         assert isinstance(err, StorageError), failed.value
         assert f"s3 endpoint {proxy.url}" in str(err) and "storage.s3.max_attempts" in str(err)
-        assert not s3.exists(f"{outb}/down/manifest.json")
-        assert len(listing(s3, f"{outb}/down/commits")) == 1
+        assert not s3.exists(f"{outb}/down/_manifest.json")
+        assert len(listing(s3, f"{outb}/down/_commits")) == 1
         proxy.up()
         # The failed driver could not remove its lease from a store that was down; this
         # process still runs, so the lease is taken over once expired (output.lease_s).
@@ -121,7 +123,7 @@ def test_s3_broken_upload_throttling_store_store_down_nothing_lost(
     assert not [line for line in lines if SECRET in line]
     log = (tmp_path / "run.log").read_text()
     assert "endpoint_url: http://127.0.0.1:" in log and SECRET not in log
-    assert f"endpoint_url: {throttled_url}" in s3.cat(f"{outb}/run/config.yaml").decode()
+    assert f"endpoint_url: {throttled_url}" in s3.cat(f"{outb}/run/_config.yaml").decode()
     session = Path(ray_session._private.worker._global_node.get_session_dir_path())
     logs = [p for p in session.rglob("*") if p.is_file()]
     assert len(logs) > 10

@@ -35,8 +35,9 @@ from pipeline.embed.outputs import (
 from pipeline.stages import RaySpec, Stage, StageActor, StatsSink, report_key
 from pipeline.tokenize.pack import PACK_COLUMN, unpack
 from pipeline.tokenize.stage import ALT_IDS, ALT_RC_IDS, RC_IDS
-from pipeline.window.regions import REGION_COLUMNS
-from pipeline.window.variants import VARIANT_COLUMNS
+from pipeline.window.regions import REGION_COLUMNS, REGION_SCHEMA
+from pipeline.window.stage import WINDOW_SCHEMA
+from pipeline.window.variants import VARIANT_COLUMNS, VARIANT_SCHEMA
 from pipeline.window.windows import mirror
 from pipeline.write.layout import OUTPUT_COLUMNS, embedding_array
 
@@ -110,10 +111,13 @@ class EmbedStage(Stage):
             adds = variant_columns(self.columns, keep_embeddings)
         else:
             adds = [c.column for c in self.columns]
+        self.token_columns: tuple[str, ...] = ()
         if per_token:
             suffixes = [f"_{a}" for a in ALLELES] if self.kind == InputKind.variants else [""]
-            adds += [tokens_column(k, x) for k in self._head().layers for x in suffixes]
-        self.adds = tuple(adds)
+            self.token_columns = tuple(
+                tokens_column(k, x) for k in self._head().layers for x in suffixes
+            )
+        self.adds = (*adds, *self.token_columns)
         self.llm: Any = None
 
     def _head(self) -> DeviceHead:
@@ -129,6 +133,27 @@ class EmbedStage(Stage):
             InputKind.regions: REGION_COLUMNS,
             InputKind.variants: VARIANT_COLUMNS,
         }[self.kind]
+
+    def output_schema(self, hidden_size: int) -> pa.Schema:
+        """The written rows' schema, with no row at hand (a run that embedded nothing still
+        writes a shard with it, so its output loads with its columns)."""
+        window = {
+            InputKind.tiles: WINDOW_SCHEMA,
+            InputKind.regions: REGION_SCHEMA,
+            InputKind.variants: VARIANT_SCHEMA,
+        }[self.kind]
+        types = {f.name: f.type for f in window}
+        types["n_tokens"] = pa.int32()
+        vector = pa.list_(pa.float32(), hidden_size)
+        scores = {suffixed(c.column, m) for c in self.columns for m in METRICS}
+        for name in self.adds:
+            if name in scores:
+                types[name] = pa.float64()
+            elif name in self.token_columns:
+                types[name] = pa.large_list(pa.list_(pa.float16(), hidden_size))
+            else:
+                types[name] = vector
+        return pa.schema([(name, types[name]) for name in (*self.row_columns, *self.adds)])
 
     def ray_spec(self) -> RaySpec:
         # One pack per call and per block, so packs spread evenly over the engines.

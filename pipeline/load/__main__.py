@@ -17,7 +17,7 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
     c = manifest["counts"]
     names = embedding_columns(manifest)
     lines = [
-        f"{uri}: model {manifest['model']['name']}, dim {manifest['dim']}, "
+        f"{uri}: model {manifest['model'].get('name', '?')}, dim {manifest['dim']}, "
         f"{len(manifest['shards'])} shards, embeddings: {', '.join(names)}",
         f"  records {c['records']} ({c['records_skipped']} skipped), windows {c['windows']}, "
         f"tokens {c['tokens']}, bases {c['bases']}",
@@ -59,12 +59,17 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m pipeline.load OUTPUT", file=sys.stderr)
-        return 2
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.load",
+        description="Summarise a dnaembed output: its manifest's counts, the embeddings' "
+        "norms, the scores and the first rows.",
+    )
+    parser.add_argument("output", help="the output directory or URI (s3://bucket/run)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        print(summarize(args[0]))
+        print(summarize(args.output))
     except DnaEmbedError as e:
         print(f"dnaembed: error: {e}", file=sys.stderr)
         return 2

@@ -21,14 +21,15 @@ from pipeline.write.layout import MANIFEST, OUTPUT_COLUMNS, RUN, OutputDir, row_
 
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> dict:
     out = OutputDir(uri, storage_options)
-    if not out.exists(MANIFEST):
-        if out.exists(RUN):
+    name = out.name_of(MANIFEST)
+    if not out.exists(name):
+        if out.exists(out.name_of(RUN)):
             raise OutputError(
                 f"{uri} has no manifest: the run is incomplete; re-run the same command to "
                 "finish it"
             )
         raise OutputError(f"{uri} is not a dnaembed output (no {MANIFEST})")
-    return out.read_json(MANIFEST)
+    return out.read_json(name)
 
 
 def embedding_columns(manifest: dict) -> list[str]:

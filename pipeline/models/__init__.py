@@ -24,8 +24,8 @@ def resolve_tokenizer_path(model: ModelConfig) -> str:
     return str(model.tokenizer) if model.tokenizer else resolve_model_path(model)
 
 
-def model_layout(model: ModelConfig, path: str) -> tuple[list[str], int | None]:
-    """(architectures, number of layers) from the model's config.json."""
+def model_layout(model: ModelConfig, path: str) -> tuple[list[str], int | None, int | None]:
+    """(architectures, number of layers, hidden size) from the model's config.json."""
     local = Path(path) / "config.json"
     if local.is_file() and not model.revision:
         # A local config is plain JSON: reading it spares the driver transformers' imports.
@@ -33,7 +33,11 @@ def model_layout(model: ModelConfig, path: str) -> tuple[list[str], int | None]:
             c = json.loads(local.read_text())
         except (OSError, ValueError) as e:
             raise ConfigError(f"model {model.name!r}: cannot read its config {local}: {e}") from e
-        return list(c.get("architectures") or []), c.get("num_hidden_layers")
+        return (
+            list(c.get("architectures") or []),
+            c.get("num_hidden_layers"),
+            c.get("hidden_size"),
+        )
     from transformers import AutoConfig
 
     try:
@@ -42,4 +46,8 @@ def model_layout(model: ModelConfig, path: str) -> tuple[list[str], int | None]:
         )
     except (OSError, ValueError) as e:
         raise ConfigError(f"model {model.name!r}: cannot read its config at {path}: {e}") from e
-    return list(getattr(c, "architectures", None) or []), getattr(c, "num_hidden_layers", None)
+    return (
+        list(getattr(c, "architectures", None) or []),
+        getattr(c, "num_hidden_layers", None),
+        getattr(c, "hidden_size", None),
+    )

@@ -3,7 +3,7 @@ one input row at a time, rows that cannot be embedded skipped or refused by inpu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -93,6 +93,29 @@ class LocusWindowStage(Stage):
                     "skipped": out.skipped,
                 },
             )
+
+    def usable(self, rows: Iterable[dict]) -> tuple[int, list[str]]:
+        """How many input rows this stage would embed, and why it would skip the others,
+        checked without making windows (cheap: the driver runs it on a run's first rows
+        before any engine starts). With input.on_error=error the first problem raises the
+        error the stage would raise."""
+        self.ensure_setup()
+        lengths = self.reference.lengths()
+        n, reasons = 0, []
+        for row in rows:
+            reason = self.problem(row, lengths)
+            if reason is None:
+                n += 1
+                continue
+            message = f"{self.where(row)}: {reason}"
+            if self.on_error != "skip":
+                raise InputError(f"{message}; input.on_error=skip skips it")
+            reasons.append(message)
+        return n, reasons
+
+    def problem(self, row: dict, lengths: dict[str, int]) -> str | None:
+        """Why the input row cannot be embedded (without reading its window), or None."""
+        raise NotImplementedError
 
     def _locus(self, row: dict, lengths: dict[str, int], out: Rows) -> str | None:
         """The input row's window row(s) into `out`; why it was skipped, or None."""

@@ -77,7 +77,7 @@ class RegionWindowStage(LocusWindowStage):
             f"({row['seq_id']}:{row['start']}-{row['end']}, 0-based)"
         )
 
-    def _locus(self, row: dict, lengths: dict[str, int], out: Rows) -> str | None:
+    def problem(self, row: dict, lengths: dict[str, int]) -> str | None:
         seq_id, start, end = row["seq_id"], row["start"], row["end"]
         if missing := self.missing_contig(seq_id, lengths):
             return missing
@@ -89,6 +89,13 @@ class RegionWindowStage(LocusWindowStage):
                 f"interval of {end - start} bases is longer than "
                 f"embed.per_token_max_tokens={self.max_interval} (embed.per_token)"
             )
+        return None
+
+    def _locus(self, row: dict, lengths: dict[str, int], out: Rows) -> str | None:
+        if reason := self.problem(row, lengths):
+            return reason
+        seq_id, start, end = row["seq_id"], row["start"], row["end"]
+        length = lengths[seq_id]
         w0, w1 = flanked(start, end, self.cfg.flank, length)
         forward = self.fetch(seq_id, w0, w1)
         span = (start - w0, end - w0)

@@ -77,8 +77,8 @@ class VariantWindowStage(LocusWindowStage):
             f"({row['seq_id']}:{row['pos']} {row['ref']}>{row['alt']})"
         )
 
-    def _locus(self, row: dict, lengths: dict[str, int], out: Rows) -> str | None:
-        seq_id, pos, ref, alt = row["seq_id"], row["pos"], row["ref"], row["alt"]
+    def problem(self, row: dict, lengths: dict[str, int]) -> str | None:
+        seq_id, pos, ref = row["seq_id"], row["pos"], row["ref"]
         if missing := self.missing_contig(seq_id, lengths):
             return missing
         length = lengths[seq_id]
@@ -87,6 +87,13 @@ class VariantWindowStage(LocusWindowStage):
         found = self.reference.fetch(seq_id, pos - 1, pos - 1 + len(ref))
         if found != ref:
             return f"REF {ref} does not match the reference, which has {found} there"
+        return None
+
+    def _locus(self, row: dict, lengths: dict[str, int], out: Rows) -> str | None:
+        if reason := self.problem(row, lengths):
+            return reason
+        seq_id, pos, ref, alt = row["seq_id"], row["pos"], row["ref"], row["alt"]
+        length = lengths[seq_id]
         start, end = variant_window(pos, self.cfg.size, length)
         forward = self.fetch(seq_id, start, end)
         # Its reference pieces come normalised from fetch(); ALT is upper-case A, C, G, T, N

@@ -1,10 +1,10 @@
 """One driver per output at a time: the lease a driver holds while it runs.
 
-Local paths: an exclusive `flock` on <output>/lease.json, held open for the run. The kernel
+Local paths: an exclusive `flock` on <output>/_lease.json, held open for the run. The kernel
 drops it the moment the driver dies, so a rerun is never blocked (on NFS v4, when the server's
 lease for the dead client runs out, 90 s by default).
 
-S3: lease.json created only if absent (`If-None-Match: *`: of two drivers, one wins), renewed
+S3: _lease.json created only if absent (`If-None-Match: *`: of two drivers, one wins), renewed
 every `ttl_s / 4` with `If-Match` on its ETag, and taken over with `If-Match` once it has not
 been renewed for `ttl_s` (output.lease_s), or at once when it names a process of this host that
 no longer runs. The driver checks it still holds the lease before it writes the manifest.

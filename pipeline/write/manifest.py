@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from pipeline.errors import OutputError
-from pipeline.write.layout import FORMAT, MANIFEST, RUN, SHARDS, OutputDir
+from pipeline.write.layout import (
+    COMMITS,
+    FORMAT,
+    MANIFEST,
+    RUN,
+    SHARD_PREFIX,
+    SHARDS,
+    OutputDir,
+)
+
+log = logging.getLogger(__name__)
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -26,7 +37,20 @@ def differing_keys(old: dict, new: dict) -> list[str]:
 
 
 def claim_output(out: OutputDir, fingerprint: str, fields: dict, mode: str) -> dict | None:
-    """Make `out` ours, or refuse. Returns the existing manifest if this exact run is complete."""
+    """Make `out` ours, or refuse. Returns the existing manifest if this exact run is complete.
+
+    Every mode refuses a directory holding anything a run does not write. An earlier run of
+    another config that committed nothing (it failed before its first shard) is no run to
+    keep: its record is replaced. Outputs of the earlier layout are renamed first."""
+    survey = out.check_only_ours()
+    if survey.legacy:
+        moved = out.migrate_legacy()
+        log.warning(
+            "output %s was written by an earlier dnaembed version: renamed %s to the current "
+            "layout (the run's own files start with _)",
+            out.uri,
+            ", ".join(moved),
+        )
     if mode == "overwrite":
         out.remove_run()
     owner = None
@@ -36,13 +60,15 @@ def claim_output(out: OutputDir, fingerprint: str, fields: dict, mode: str) -> d
         owner = out.read_json(RUN)
     if owner is not None:
         if owner.get("fingerprint") != fingerprint:
-            keys = differing_keys(owner.get("fingerprint_fields", {}), fields)
-            raise OutputError(
-                f"output {out.uri} holds a run with a different config (differs in: "
-                f"{', '.join(keys) or 'format'}); choose another output or pass "
-                "output.mode=overwrite to replace it"
-            )
-        if out.exists(MANIFEST):
+            if out.exists(MANIFEST) or has_commits(out):
+                keys = differing_keys(owner.get("fingerprint_fields", {}), fields)
+                raise OutputError(
+                    f"output {out.uri} holds a run with a different config (differs in: "
+                    f"{', '.join(keys) or 'format'}); choose another output or pass "
+                    "output.mode=overwrite to replace it"
+                )
+            log.info("output %s: an earlier run committed nothing; replacing its record", out.uri)
+        elif out.exists(MANIFEST):
             return owner
     out.write_json(
         {
@@ -54,6 +80,12 @@ def claim_output(out: OutputDir, fingerprint: str, fields: dict, mode: str) -> d
         RUN,
     )
     return None
+
+
+def has_commits(out: OutputDir) -> bool:
+    """Whether any shard of the output was committed (by any config)."""
+    out.fs.invalidate_cache(out.path)
+    return out.exists(COMMITS) and bool(out.fs.glob(out.file(COMMITS, f"{SHARD_PREFIX}*.json")))
 
 
 def build_manifest(

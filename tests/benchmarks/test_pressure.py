@@ -25,7 +25,7 @@ def test_tokenized_input_beyond_the_object_store_completes_with_bounded_memory(t
     (r,) = json.loads((out / "pressure.json").read_text())["runs"]
     assert r["tokenized_vs_store"] > 1.0 and r["object_store_mib"] == 75
     assert "ray.object_store_memory=78643200" in r["command"]
-    manifest = json.loads((tmp_path / "work" / "pressure-run-1.1-4" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "work" / "pressure-run-1.1-4" / "_manifest.json").read_text())
     c = manifest["counts"]
     # Every window once: the run's own check passed (a manifest exists) and the counts add up.
     assert c["windows"] == c["windows_embedded"] > 20_000 and c["tokens"] == r["tokens"]

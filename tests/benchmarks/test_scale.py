@@ -195,7 +195,7 @@ def test_cpu_smoke_run(tmp_path):
     assert r["pack_tokens"] < r["max_batch_tokens"] and r["figures"]["packs"] >= 4
     assert r["gpu"]["source"] is None and "cpu" in r["gpu"]["note"]
     f = r["figures"]
-    manifest = json.loads((tmp_path / "work" / "scale-run" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "work" / "scale-run" / "_manifest.json").read_text())
     assert f["tokens"] == f["engine_tokens"] == manifest["counts"]["tokens"] == 200_000
     assert f["bases"] == r["input"]["bases"] == 200_000 and f["records"] == 22
     assert 0 < f["first_engine_ready_s"] < f["startup_s"] < f["wall_s"]

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from pipeline.errors import OutputError
-from pipeline.load.loader import load_embeddings
+from pipeline.load.loader import load_embeddings, read_manifest
 from pipeline.write.layout import MANIFEST, OutputDir
 from pipeline.write.stage import WriteStage
 from tests.load.conftest import write_run
@@ -51,3 +51,18 @@ def test_shard_that_disagrees_with_the_manifest(tmp_path):
     shutil.copy(a, b)
     with pytest.raises(OutputError, match="rows, the manifest says"):
         load_embeddings(str(tmp_path))
+
+
+def test_an_output_of_the_earlier_layout_loads_as_it_is(run_dir):
+    """Outputs written before the bookkeeping took its leading `_` load unchanged."""
+    import os
+
+    uri, table = run_dir
+    for new, old in (("_manifest.json", "manifest.json"), ("_run.json", "run.json")):
+        os.rename(os.path.join(uri, new), os.path.join(uri, old))
+    os.rename(os.path.join(uri, "_commits"), os.path.join(uri, "commits"))
+    assert read_manifest(uri)["counts"]["windows"] == table.num_rows
+    assert load_embeddings(uri).num_rows == table.num_rows
+    os.remove(os.path.join(uri, "manifest.json"))
+    with pytest.raises(OutputError, match="the run is incomplete"):
+        read_manifest(uri)

@@ -159,7 +159,7 @@ def test_probes_and_models_list_the_served_head(served):
     assert info["columns"] == COLUMNS and info["default_column"] == "embedding"
     assert info["dimension"] == 256 and info["strands"] == "forward"
     # The key a batch run of the same model and head carries in its manifest.
-    manifest = json.loads((served["batch"] / "manifest.json").read_text())
+    manifest = json.loads((served["batch"] / "_manifest.json").read_text())
     assert info["model_keys"]["forward"] == manifest["model"]["key"]
 
 

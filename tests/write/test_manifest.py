@@ -14,6 +14,8 @@ def test_claim_new_then_refuse_other_config(tmp_path):
     assert claim_output(out, "fp1", FIELDS, "error") is None
     assert out.exists(RUN)
     assert claim_output(out, "fp1", FIELDS, "error") is None  # same config: ours
+    # Once it has committed a shard, the run is one to keep.
+    out.write_json({"shard": "part-1.parquet"}, "_commits", "part-1.parquet.json")
     other = {"window": {"size": 20, "stride": 10}, "model": {"name": "tiny"}}
     with pytest.raises(OutputError, match=r"different config \(differs in: window.size\)"):
         claim_output(out, "fp2", other, "error")

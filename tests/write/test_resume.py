@@ -42,9 +42,9 @@ def test_scan_keeps_whole_matching_shards_only(tmp_path):
     path.write_bytes(path.read_bytes()[:50])
     # a shard written without its commit record (crash between the two) is ignored
     write(table.slice(0, 2))
-    (tmp_path / "commits" / f"{write(table.slice(0, 2)).to_pylist()[0]['shard']}.json").unlink()
+    (tmp_path / "_commits" / f"{write(table.slice(0, 2)).to_pylist()[0]['shard']}.json").unlink()
     # a commit record still being written by a task that outlived its driver is not one yet
-    (tmp_path / "commits" / f".tmp-0123-{a['shard']}.json").write_text('{"shard": ')
+    (tmp_path / "_commits" / f".tmp-0123-{a['shard']}.json").write_text('{"shard": ')
     committed = scan_committed(out, "fp")
     assert sorted(s["shard"] for s in committed.shards) == sorted([a["shard"], c["shard"]])
     want = id_array(

@@ -39,7 +39,7 @@ def test_shard_is_whole_named_by_content_and_committed(tmp_path):
     data = path.read_bytes()
     assert commit["sha256"] == hashlib.sha256(data).hexdigest()
     assert commit["rows"] == 7 and commit["tokens"] == 70 and commit["dim"] == 4
-    record = json.loads((tmp_path / "commits" / f"{commit['shard']}.json").read_text())
+    record = json.loads((tmp_path / "_commits" / f"{commit['shard']}.json").read_text())
     assert record["fingerprint"] == "fp" and record["sha256"] == commit["sha256"]
     back = pq.read_table(path)
     assert back.schema.field("embedding").type == pa.list_(pa.float32(), 4)
