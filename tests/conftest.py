@@ -145,3 +145,17 @@ def reference(genome_fasta, tmp_path_factory):
     path = write_fasta(tmp_path_factory.mktemp("reference") / "ref.fa", contigs)
     Reference.prepare(str(path))
     return path, contigs
+
+
+def assert_declared_schema(cfg, out) -> None:
+    """The written shards' schema is the one the run declares without rows (what a run of
+    no rows writes: pipeline.run.write_empty_shard)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.run import plan, stages
+    from pipeline.stages import StatsSink
+
+    p = plan(cfg)
+    embed = stages(p, StatsSink())[-2]
+    for shard in sorted((Path(out) / "shards").iterdir()):
+        assert pq.read_schema(shard).remove_metadata() == embed.output_schema(p.hidden_size)

@@ -18,7 +18,7 @@ from pipeline.load.aggregate import aggregate_records
 from pipeline.load.loader import load_embeddings, read_manifest, to_numpy
 from pipeline.run import run
 from pipeline.window.windows import reverse_complement
-from tests.conftest import REPO, compose_config
+from tests.conftest import REPO, assert_declared_schema, compose_config
 from tests.fastx_fixtures import fasta_text, write
 
 pytestmark = pytest.mark.slow
@@ -95,10 +95,8 @@ def expected_windows(seq: str) -> list[tuple[int, int]]:
         start += STRIDE
 
 
-@pytest.fixture(scope="module")
-def first_run(ray_session, corpus, tmp_path_factory, tiny_model):
-    out = tmp_path_factory.mktemp("runs") / "first"
-    cfg = compose_config(
+def first_run_config(corpus, out):
+    return compose_config(
         "model=tiny",
         f"input={corpus}",
         f"output={out}",
@@ -106,6 +104,12 @@ def first_run(ray_session, corpus, tmp_path_factory, tiny_model):
         "output.rows_per_shard=64",
         *SETTINGS,
     )
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, corpus, tmp_path_factory, tiny_model):
+    out = tmp_path_factory.mktemp("runs") / "first"
+    cfg = first_run_config(corpus, out)
     lines = []
     summary = run(cfg, echo=lines.append)
     return out, summary, lines
@@ -115,6 +119,7 @@ def test_output_schema_rows_and_coordinates(first_run, corpus):
     out, summary, lines = first_run
     table = load_embeddings(str(out))
     assert table.schema.remove_metadata() == SCHEMA
+    assert_declared_schema(first_run_config(corpus, out), out)
     ref = reference_records(corpus)
     rows = table.to_pylist()
     got = {
@@ -138,10 +143,13 @@ def test_output_schema_rows_and_coordinates(first_run, corpus):
     assert lines[0] == f"dnaembed: 3 files -> {out}\n" + (
         f"dnaembed: model tiny (float32), window {SIZE} every {STRIDE}: embedding"
     )
-    assert lines[1].startswith("dnaembed: cluster ")
+    # The input is a directory: what it gave.
+    assert lines[1] == f"dnaembed: input {corpus}: 3 files taken"
+    assert lines[2].startswith("dnaembed: cluster ")
     # One engine: its packs are embed.max_batch_tokens (8192 here) whatever the input.
-    assert lines[1].endswith(" on cpu, packs of up to 8,192 tokens")
+    assert lines[2].endswith(" on cpu, packs of up to 8,192 tokens")
     assert lines[-1].startswith("dnaembed: 31 records (3 skipped), ") and str(out) in lines[-1]
+    assert "\ndnaembed: warning: 3 of 31 records skipped (" in lines[-1]
 
 
 def test_manifest_accounts_for_every_record(first_run, corpus):

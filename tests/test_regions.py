@@ -14,7 +14,7 @@ from pipeline.load.loader import load_embeddings, read_manifest, to_numpy
 from pipeline.run import run
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec
 from pipeline.window.windows import reverse_complement
-from tests.conftest import compose_config
+from tests.conftest import assert_declared_schema, compose_config
 
 pytestmark = pytest.mark.slow
 
@@ -152,6 +152,7 @@ def test_regions_match_hf_over_the_interval_with_its_flanks(regions_run, tiny_mo
 
 def test_regions_manifest_lists_what_was_skipped_and_loads_like_any_output(regions_run):
     out, _, lines, args = regions_run
+    assert_declared_schema(compose_config(*args), out)
     m = read_manifest(str(out))
     assert m["input"] == "regions"
     assert m["counts"]["records"] == 6 and m["counts"]["records_skipped"] == 1

@@ -14,7 +14,7 @@ from pipeline.load.__main__ import summarize
 from pipeline.load.loader import load_embeddings, read_manifest
 from pipeline.run import run
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec
-from tests.conftest import compose_config
+from tests.conftest import assert_declared_schema, compose_config
 from tests.reference_fixtures import write_fasta
 
 pytestmark = pytest.mark.slow
@@ -73,11 +73,11 @@ def variants_run(ray_session, reference, tmp_path_factory, s3_endpoint):
     lines: list[str] = []
     run(compose_config(*args), echo=lines.append)
     fs.invalidate_cache()
-    return d / "out", lines, fs.ls("refs-variants/hg")
+    return d / "out", lines, fs.ls("refs-variants/hg"), args
 
 
 def test_variant_scores_match_hf_on_windows_built_here(variants_run, reference, tiny_model):
-    out, _, listing = variants_run
+    out, _, listing, _ = variants_run
     assert sorted(p.rsplit("/", 1)[1] for p in listing) == [
         "ref.fa.gz",
         "ref.fa.gz.fai",
@@ -133,7 +133,8 @@ def test_variant_scores_match_hf_on_windows_built_here(variants_run, reference, 
 
 
 def test_variant_manifest_skips_and_shared_windows(variants_run):
-    out, lines, _ = variants_run
+    out, lines, _, args = variants_run
+    assert_declared_schema(compose_config(*args), out)
     m = read_manifest(str(out))
     assert m["input"] == "variants"
     assert [s["column"] for s in m["scores"]] == ["embedding_cosine", "embedding_l2"]
