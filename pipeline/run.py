@@ -669,9 +669,9 @@ def _run(cfg: Config, echo: Echo) -> RunSummary:
             manifest = embed_all(p, committed, echo, t0)
         with output_ops():
             lease.check()  # still ours: no manifest over another driver's run
-            manifest["counts"]["storage_retries"] += failed_requests() - retried  # the driver's
             # The output then holds exactly the manifest's rows, for readers of the directory.
             out.prune({posixpath.basename(s["path"]) for s in manifest["shards"]})
+            manifest["counts"]["storage_retries"] += failed_requests() - retried  # the driver's
             out.write_json(manifest, MANIFEST)
     finally:
         lease.release()
