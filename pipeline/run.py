@@ -190,12 +190,17 @@ class Plan:
 
 
 def embedding_head(
-    cfg: Config, model_path: str, engine_kwargs: dict, spans: bool = False
+    cfg: Config,
+    model_path: str,
+    engine_kwargs: dict,
+    spans: bool = False,
+    layout: tuple[list[str], int | None, int | None] | None = None,
 ) -> tuple[list[EmbeddingColumn], DeviceHead | None]:
     """The run's embedding columns, and what our engine model computes (None: vLLM's own
     pooler does). `spans`: rows pool over a part of their window (regions), which only our
-    model does. Checked against the model's config before any engine starts."""
-    architectures, num_layers, _ = model_layout(cfg.model, model_path)
+    model does. Checked against the model's config (`layout`: model_layout's answer, if read
+    already) before any engine starts."""
+    architectures, num_layers, _ = layout or model_layout(cfg.model, model_path)
     poolings = [str(p) for p in cfg.embed.poolings]
     if num_layers is None:
         raise ConfigError(
@@ -269,7 +274,9 @@ def plan(cfg: Config) -> Plan:
     # Regions pool over a part of each window, per_token returns the states themselves: only
     # our engine model does either.
     spans = kind == InputKind.regions or cfg.embed.per_token
-    columns, head = embedding_head(cfg, model_path, engine_kwargs, spans=spans)
+    # Read once: for a hub id it is a download.
+    layout = model_layout(cfg.model, model_path)
+    columns, head = embedding_head(cfg, model_path, engine_kwargs, spans=spans, layout=layout)
     layers = list(dict.fromkeys(c.layer for c in columns))
     fields = fingerprint_fields(cfg, layers)
     affecting = {k: engine_kwargs[k] for k in FINGERPRINTED_KEYS if k in engine_kwargs}
@@ -303,7 +310,7 @@ def plan(cfg: Config) -> Plan:
         kind,
         pack_tokens,
         items=items,
-        hidden_size=model_layout(cfg.model, model_path)[2],
+        hidden_size=layout[2],
         notes=found.notes,
     )
     check_input(p)

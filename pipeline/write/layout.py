@@ -178,11 +178,12 @@ class OutputDir:
             )
         return s
 
-    def remove_run(self) -> list[str]:
+    def remove_run(self, survey: Survey | None = None) -> list[str]:
         """Delete a previous run's own files (manifest first), and nothing else: refuse, naming
         what was found, where the path holds anything a dnaembed run does not write, or holds
-        files but no run record. Returns what was deleted."""
-        s = self.check_only_ours()
+        files but no run record. `survey`: the output's, if taken already. Returns what was
+        deleted."""
+        s = self.check_only_ours(survey)
         # The lease is the running driver's own: it makes no directory a run.
         files = [f for f in s.ours if posixpath.basename(f) != LEASE]
         # The manifest first: an overwrite cut short leaves an incomplete run, never a manifest
@@ -197,11 +198,12 @@ class OutputDir:
         self._remove_empty_dirs(s.top & OWN_DIRS)
         return doomed
 
-    def migrate_legacy(self) -> list[str]:
+    def migrate_legacy(self, survey: Survey | None = None) -> list[str]:
         """Rename an output of the earlier layout (`manifest.json`, `run.json`, `config.yaml`,
         `commits/`) to this one, the manifest last: a migration cut short leaves a run to
-        resume, and the next run finishes it. Returns the names moved."""
-        s = self.survey()
+        resume, and the next run finishes it. `survey`: the output's, if taken already.
+        Returns the names moved."""
+        s = survey or self.survey()
         if LEGACY_LEASE in s.top:
             raise OutputError(
                 f"output {self.uri} holds the lease.json of an earlier dnaembed version: a "

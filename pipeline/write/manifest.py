@@ -15,6 +15,7 @@ from pipeline.write.layout import (
     SHARD_PREFIX,
     SHARDS,
     OutputDir,
+    Survey,
 )
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ def claim_output(out: OutputDir, fingerprint: str, fields: dict, mode: str) -> d
     Every mode refuses a directory holding anything a run does not write. An earlier run of
     another config that committed nothing (it failed before its first shard) is no run to
     keep: its record is replaced. Outputs of the earlier layout are renamed first."""
-    survey = out.check_only_ours()
+    survey: Survey | None = out.check_only_ours()
     if survey.legacy:
-        moved = out.migrate_legacy()
+        moved = out.migrate_legacy(survey)
+        survey = None  # the names changed
         log.warning(
             "output %s was written by an earlier dnaembed version: renamed %s to the current "
             "layout (the run's own files start with _)",
@@ -52,7 +54,7 @@ def claim_output(out: OutputDir, fingerprint: str, fields: dict, mode: str) -> d
             ", ".join(moved),
         )
     if mode == "overwrite":
-        out.remove_run()
+        out.remove_run(survey)
     owner = None
     if out.exists(MANIFEST):
         owner = out.read_json(MANIFEST)
