@@ -118,11 +118,11 @@ case "$MODE" in
     pack_logs prep
     ;;
   engine-vs-pipeline)
-    # Tables: third session, "The genome loss was not the pipeline's" (engine; dnaembed with
-    #   its default packs and with 262,144-token packs); fourth session, "Ray Data LLM, 1.2B
+    # Tables: 2026-11-22, "The genome loss was not the pipeline's" (engine; dnaembed with
+    #   its default packs and with 262,144-token packs); 2026-11-22, "Ray Data LLM, 1.2B
     #   shape", its engine and dnaembed columns and dnaembed / engine (run raydata-llm first on
     #   the same machine and report.json has the whole table); the engine and dnaembed rows of
-    #   the 1.2B tables of sessions 1 and 2.
+    #   the 1.2B tables of 2026-11-21 (cold and warm).
     # Machine: nvidia-h200 (one GPU, one contender at a time and nothing beside it: in session
     #   3 an engine on a neighbouring GPU slowed whichever contender overlapped it). About 8 min.
     # Writes: engine-vs-pipeline.json (1.2B engine and dnaembed on uniform, genome, long),
@@ -140,9 +140,9 @@ case "$MODE" in
     pack_logs engine-vs-pipeline
     ;;
   raydata-llm)
-    # Tables: fourth session, "Ray Data LLM, 1.2B shape": the Ray Data LLM column, timed inside
+    # Tables: 2026-11-22, "Ray Data LLM, 1.2B shape": the Ray Data LLM column, timed inside
     #   its engine stage (benchmarks/raydata_timing.py), with every row's times (row_times) for
-    #   the paragraph under it; the raydata rows of the 1.2B tables of sessions 1 and 2.
+    #   the paragraph under it; the raydata rows of the 1.2B tables of 2026-11-21 (cold and warm).
     # Machine: nvidia-h200. About 7 min: Ray Data LLM starts an engine per workload, ~70 s each;
     #   400 s for the contender gives room for the three starts (220 s did not, in session 4).
     # Writes: raydata-llm.json, report.json, logs-raydata-llm.tar.gz.
@@ -155,9 +155,9 @@ case "$MODE" in
     pack_logs raydata-llm
     ;;
   hf-fidelity)
-    # Tables: second session, "Fidelity: HF bf16 against HF float32" (1.2B); third session,
+    # Tables: 2026-11-21, "Fidelity: HF bf16 against HF float32" (1.2B); 2026-11-22,
     #   "Fidelity: the 10B engine against HF in float32"; the hf_today and hf_tuned rows of the
-    #   1.2B and 10B tables of sessions 1 and 2, and the hf_today column of the fourth session's
+    #   1.2B and 10B tables of 2026-11-21 (cold and warm), and the hf_today column of the 2026-11-22 section's
     #   "Checked as shipped". The Pearson / rel L2 columns of every table are against hf_today:
     #   report.json has them for whatever else ran on this machine before.
     # Machine: nvidia-h200. About 8 min. The float32 reference leaves out windows over 16,384
@@ -175,7 +175,7 @@ case "$MODE" in
     pack_logs hf-fidelity
     ;;
   moe-kernel)
-    # Tables: fourth session, "MoE kernel tiles": the kernel alone (vLLM's fused_experts, 22
+    # Tables: 2026-11-22, "MoE kernel tiles": the kernel alone (vLLM's fused_experts, 22
     #   tiles at engine-step sizes) for the 10B shape, and the 1.2B sentence under it.
     # Machine: nvidia-h200 (tiles are per GPU kind; for another, ship its file too). About
     #   3 min; no model needed.
@@ -193,7 +193,7 @@ case "$MODE" in
     pack_logs moe-kernel
     ;;
   moe-tiles)
-    # Tables: fourth session, "End to end, 10B shape" and "Checked as shipped" (engine:stock is
+    # Tables: 2026-11-22, "End to end, 10B shape" and "Checked as shipped" (engine:stock is
     #   the engine with vLLM's own tiles; engine and dnaembed run with the tiles shipped in
     #   pipeline/embed/moe_configs, the tuned ones, as users get them), the tuned row of "10B
     #   MFU: what moved it", and the engine and dnaembed rows of the 10B tables of sessions 1
@@ -212,7 +212,7 @@ case "$MODE" in
   mfu-knobs)
     # Tables: "MFU: what moved it" (session 1; 10B, uniform 8192-token windows, the engine
     #   alone): vLLM's defaults, max_num_batched_tokens=262144, enforce_eager; the same rows of
-    #   the fourth session's "10B MFU: what moved it". With vLLM's own MoE tiles, as then (the
+    #   the 2026-11-22 section's "10B MFU: what moved it". With vLLM's own MoE tiles, as then (the
     #   tuned tiles' row is moe-tiles').
     # Machine: nvidia-h200. About 5 min.
     # Writes: mfu-knobs.json, report.json, logs-mfu-knobs.tar.gz.
@@ -230,7 +230,7 @@ case "$MODE" in
     pack_logs mfu-knobs
     ;;
   ray-jobs)
-    # Tables: third session, "Ray jobs on two GPUs (issue 4)" (tp1_x2: 2 engines x 1 GPU;
+    # Tables: 2026-11-22, "Ray jobs on two GPUs (issue 4)" (tp1_x2: 2 engines x 1 GPU;
     #   tp2_x1: 1 engine x 2 GPUs), and its row in the later "Ray jobs on two GPUs (issue 4)"
     #   (the others there are sessions 1-2). A Ray head on loopback over both GPUs, the pipeline
     #   submitted through `python -m pipeline.jobs submit --wait`, 10B shape, 1,048,576 tokens

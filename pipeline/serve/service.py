@@ -43,7 +43,7 @@ from pipeline.write.layout import OUTPUT_COLUMNS
 # event loop parses and answers requests while the engine runs, and in one process the two
 # share the GIL with the engine's kernel launches. On an H200 (1.2B shape, 32 clients of one
 # 8 kb sequence each) in-process gave 386k tokens/s, a process of its own 427k (vllm serve:
-# 456k); BENCHMARKS.md, tenth session.
+# 456k); BENCHMARKS.md, "2026-11-23: embeddings on demand".
 SERVE_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
 
 # Per strand of a request: the engine windows it needs ('f' forward, 'r' reverse complement).
