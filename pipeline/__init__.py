@@ -38,8 +38,8 @@ def run(cfg: Any) -> Any:
 # to unpickle a stage, and the loaders' imports (pandas, pyarrow.dataset; torch for the
 # datasets) cost each of them most of a second.
 _LAZY = {
-    "compose": "pipeline.config",
-    "to_config": "pipeline.config",
+    "compose": "pipeline.compose",
+    "to_config": "pipeline.compose",
     "aggregate_intervals": "pipeline.load.aggregate",
     "aggregate_records": "pipeline.load.aggregate",
     "attach_labels": "pipeline.load.labels",

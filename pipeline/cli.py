@@ -21,9 +21,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import (
+from pipeline.compose import (
     SCHEMAS,
-    Config,
     check_overrides,
     composition_error,
     conf_dir,
@@ -31,6 +30,7 @@ from pipeline.config import (
     rewrite_overrides,
     to_config,
 )
+from pipeline.config import Config
 from pipeline.errors import ConfigError, find_user_error
 
 # Hydra flags that take the next argument as their value (not an override).

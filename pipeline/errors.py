@@ -11,6 +11,11 @@ class ConfigError(DnaEmbedError, ValueError):
     """A config value is invalid or contradicts another."""
 
 
+class WiringError(ConfigError):
+    """A run's stages do not fit together: one needs a column that no stage before it makes
+    (a combination of settings that builds no working pipeline)."""
+
+
 class InputError(DnaEmbedError, ValueError):
     """An input file is missing, unreadable or malformed."""
 

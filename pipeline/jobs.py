@@ -125,7 +125,8 @@ def entrypoint(overrides: list[str], python: str = "python") -> str:
 def check_overrides(args: list[str]) -> None:
     """Compose and validate the run's config here, so a typo fails before submission."""
     from pipeline.cli import overrides_and_dirs
-    from pipeline.config import compose, to_config, validate
+    from pipeline.compose import compose, to_config
+    from pipeline.config import validate
 
     overrides, config_dirs = overrides_and_dirs(args)
     validate(to_config(compose(["ray=cluster", *overrides], config_dirs)))

@@ -15,7 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import InputKind
 from pipeline.errors import InputError
 from pipeline.read.fastx import Record, iter_records, sniff_format
 from pipeline.read.sources import Source
@@ -69,9 +68,10 @@ def check_tiles(sources: list[Source], cfg_input: Any, min_length: int, storage:
         )
 
 
-def check_loci(kind: InputKind, sources: list[Source], read: Any, window: Any) -> None:
+def check_loci(what: str, sources: list[Source], read: Any, window: Any) -> None:
     """The first LOCI_CHECKED rows of each BED/VCF file through the read stage and the
-    window stage's checks; an input read whole that gives no row to embed is refused."""
+    window stage's checks; an input read whole that gives no row to embed is refused.
+    `what`: what a row is (intervals, variant alleles), in the message."""
     complete, usable, reasons = True, 0, []
     for source in sources:
         rows = _rows(read, source.uri)
@@ -83,7 +83,6 @@ def check_loci(kind: InputKind, sources: list[Source], read: Any, window: Any) -
         # The read stage's own skips (symbolic alleles, ...) come first, as in the manifest.
         skipped = [s["reason"] for s in read.stats.totals().get("skipped", [])]
         skipped += reasons
-        what = "intervals" if kind == InputKind.regions else "variant alleles"
         shown = "; ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         raise InputError(
             f"nothing to embed: the input holds no {what} that can be embedded"

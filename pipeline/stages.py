@@ -2,19 +2,23 @@
 
 A stage is a small picklable object: its constructor only stores settings; `setup()` does the
 heavy work (engine, tokenizer) once on the worker; `__call__(batch) -> batch` transforms a
-pyarrow batch. Beside its class, a stage declares the columns it needs and adds, and
-(`ray_spec()`) what it needs from Ray Data; `add_stage` turns that into one `map_batches`.
+pyarrow batch. Beside its class, a stage declares the columns it needs and adds and what its
+output rows hold (`columns_out`), checked across a run's stages before anything runs
+(`check_wiring`), and (`ray_spec()`) what it needs from Ray Data; `add_stage` turns that into
+one `map_batches`. Column names are pipeline/rows.py's.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow as pa
 
+from pipeline.errors import WiringError
+from pipeline.rows import PACK_COLUMN, packed, unpacked
 from pipeline.util import stable_hash
 
 
@@ -41,10 +45,19 @@ class RaySpec:
 
 
 class Stage:
-    needs: ClassVar[tuple[str, ...]] = ()
-    adds: ClassVar[tuple[str, ...]] = ()
+    needs: tuple[str, ...] = ()
+    """Columns its input rows must have (a class's, or set per instance); `packed(name)`: a
+    column of the windows that its input's packs carry."""
+    adds: tuple[str, ...] = ()
+    """Columns it adds to the rows it is given."""
 
     _ready = False
+
+    def columns_out(self, columns_in: tuple[str, ...]) -> tuple[str, ...]:
+        """The columns of its output rows, given its input's. Default: the input's, then
+        `adds`; a stage whose rows replace its input's (a reader, a window stage, the packer,
+        the writer) says what they hold."""
+        return (*columns_in, *(c for c in self.adds if c not in columns_in))
 
     def ray_spec(self) -> RaySpec:
         """What this stage needs from Ray Data. Default: tasks over whole blocks."""
@@ -59,12 +72,75 @@ class Stage:
             self._ready = True
 
     def check_columns(self, batch: pa.Table) -> None:
-        missing = [c for c in self.needs if c not in batch.column_names]
+        missing = [c for c in self.needs if not has_column(batch.schema, c)]
         if missing:
             raise KeyError(
                 f"{type(self).__name__} needs column(s) {missing}; the batch has "
                 f"{batch.column_names}"
             )
+
+
+def has_column(schema: pa.Schema, name: str) -> bool:
+    """Rows of `schema` have column `name`: one of their own, or for `packed(c)` a column c of
+    the windows their packs carry."""
+    if name in schema.names:
+        return True
+    inner = unpacked((name,))
+    if not inner or PACK_COLUMN not in schema.names:
+        return False
+    packs = schema.field(PACK_COLUMN).type
+    return (
+        pa.types.is_list(packs)
+        and pa.types.is_struct(packs.value_type)
+        and packs.value_type.get_field_index(inner[0]) >= 0
+    )
+
+
+def check_wiring(stages: Sequence[Stage], start: tuple[str, ...]) -> tuple[str, ...]:
+    """Walk a run's stages in data order, from the columns of the first block's rows (`start`):
+    each must find the columns it needs among those the stages before it hand on. Raises
+    WiringError naming the first stage that does not, and what it misses; returns the
+    columns of the last stage's rows. Runs on the driver, before any Ray work."""
+    columns = tuple(start)
+    # Which stage made each column there is, and which dropped each that is gone.
+    made: dict[str, str] = {}
+    gone: dict[str, str] = {}
+    for stage in stages:
+        name = type(stage).__name__
+        missing = [c for c in stage.needs if c not in columns]
+        if missing:
+            raise WiringError(_wiring_message(name, missing, columns, made, gone))
+        out = tuple(stage.columns_out(columns))
+        gone.update((c, name) for c in columns if c not in out)
+        made.update((c, name) for c in out if c not in columns)
+        for c in out:
+            gone.pop(c, None)
+        columns = out
+    return columns
+
+
+def _wiring_message(
+    stage: str,
+    missing: list[str],
+    columns: tuple[str, ...],
+    made: dict[str, str],
+    gone: dict[str, str],
+) -> str:
+    why: dict[str, list[str]] = {}
+    for c in missing:
+        if packed(c) in columns:
+            packer = made.get(packed(c), "an earlier stage")
+            reason = f"which {packer} packs into {PACK_COLUMN!r} and no stage unpacks"
+        elif c in gone:
+            reason = f"which {gone[c]} drops"
+        else:
+            reason = "which no earlier stage adds"
+        why.setdefault(reason, []).append(repr(c))
+    needs = "; and ".join(
+        f"{'column' if len(cs) == 1 else 'columns'} {', '.join(cs)}, {reason}"
+        for reason, cs in why.items()
+    )
+    return f"{stage} needs {needs} (available: {', '.join(columns) or 'none'})"
 
 
 class StageActor:

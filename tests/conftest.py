@@ -115,7 +115,7 @@ def embeddings_by_id(table) -> dict:
 
 
 def compose_config(*overrides: str):
-    from pipeline.config import compose, to_config
+    from pipeline.compose import compose, to_config
 
     return to_config(compose(list(overrides)))
 

@@ -7,31 +7,30 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline.cli import main, prepare_args
+from pipeline.compose import (
+    compose,
+    conf_dir,
+    group_options,
+    rewrite_overrides,
+    schema_keys,
+    to_config,
+)
 from pipeline.config import (
     GROUPS,
     Config,
     InputFormat,
-    InputKind,
     LastWindow,
     ProxyLocation,
     SequenceRules,
     ServiceConfig,
     Strands,
     actor_range,
-    compose,
-    conf_dir,
-    describe,
-    fingerprint_fields,
-    group_options,
-    input_kind,
-    keys_help,
-    model_fingerprint,
-    rewrite_overrides,
-    schema_keys,
-    to_config,
     validate,
 )
 from pipeline.errors import ConfigError, InputError
+from pipeline.identity import fingerprint_fields, model_fingerprint
+from pipeline.keys_help import describe, keys_help
+from pipeline.kinds import kind_of
 from pipeline.util import stable_hash
 
 BASE = ["input=x.fa", "output=out", "model=tiny"]
@@ -232,11 +231,11 @@ VARIANTS = ["input.reference=ref.fa", "input.variants=calls.vcf.gz", "output=o",
 
 
 def test_regions_and_variants_inputs():
-    assert input_kind(validate(to_config(compose(BASE)))) == InputKind.tiles
+    assert kind_of(validate(to_config(compose(BASE)))).name == "tiles"
     regions = validate(to_config(compose([*REGIONS, "window.flank=500", "regions.stranded=true"])))
-    assert input_kind(regions) == InputKind.regions and regions.window.flank == 500
+    assert kind_of(regions).name == "regions" and regions.window.flank == 500
     variants = validate(to_config(compose([*VARIANTS, "variants.keep_embeddings=true"])))
-    assert input_kind(variants) == InputKind.variants
+    assert kind_of(variants).name == "variants"
     with pytest.raises(ConfigError, match="input.regions needs input.reference=FASTA"):
         validate(to_config(compose(["input.regions=x.bed", "output=o", "model=tiny"])))
     with pytest.raises(ConfigError, match="got input.regions, input.variants"):

@@ -73,7 +73,7 @@ def dnaembed(target: Path, cwd: Path, *args: str, timeout: int = 60, script: str
 def test_the_wheel_holds_the_configs(installed, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(installed)}
     proc = subprocess.run(
-        [sys.executable, "-c", "import pipeline.config as c; print(c.conf_dir())"],
+        [sys.executable, "-c", "import pipeline.compose as c; print(c.conf_dir())"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -21,7 +21,7 @@ def main() -> int:
     except ImportError:
         print("make s3-demo needs the test extras: pip install 'dnaembed[test]'", file=sys.stderr)
         return 2
-    from pipeline.config import compose, to_config
+    from pipeline.compose import compose, to_config
     from pipeline.load.__main__ import summarize
     from pipeline.run import run
 

@@ -6,14 +6,22 @@ import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.embed.outputs import ARCHITECTURE, CONFIG_KEY, DeviceHead
 from pipeline.errors import ConfigError
 from pipeline.util import require
 
 if TYPE_CHECKING:
-    from pipeline.config import Config
+    from pipeline.config import EmbedConfig, ModelConfig
+
+
+class EngineKeys(Protocol):
+    """The config groups an engine is made from: a batch run's and the service's have both."""
+
+    model: ModelConfig
+    embed: EmbedConfig
+
 
 VLLM_HINT = "pip install 'dnaembed[gpu]' (CUDA) or 'dnaembed[cpu]' (CPU build)"
 
@@ -43,6 +51,26 @@ OWNED_KEYS = {
 FINGERPRINTED_KEYS = ("kv_cache_dtype", "hf_overrides")
 
 
+# Where the engine's core runs, per entry point. A batch run keeps it inside the actor
+# process: one process fewer to spawn and import vLLM into (a tiny-model run took 28 s instead
+# of 47 s on 2 cores; a Genos-1.2B run on an H200 started 30 s sooner) at the same tokens/s,
+# since its calls block until the pack is done anyway. The service gives it a process of its
+# own: a replica's event loop parses and answers requests while the engine runs, and in one
+# process the two share the GIL with the engine's kernel launches (H200, 1.2B shape, 32
+# clients of one 8 kb sequence each: 386k tokens/s in-process, 427k in a process of its own;
+# BENCHMARKS.md, "Serving"). Tensor-parallel workers are processes of their own either way.
+BATCH_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+SERVICE_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+
+
+def engine_env(
+    user_env: dict[str, Any] | None = None, base: dict[str, str] = BATCH_ENGINE_ENV
+) -> dict[str, str]:
+    """The environment of an engine: ours (`base`), then `embed.env_vars`, which may set ours
+    back (e.g. VLLM_ENABLE_V1_MULTIPROCESSING=1)."""
+    return {**base, **{k: str(v) for k, v in (user_env or {}).items()}}
+
+
 @dataclass
 class EngineSpec:
     model: str
@@ -62,18 +90,22 @@ class EngineSpec:
     trust_remote_code: bool = False
     quantization: str | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=lambda: dict(BATCH_ENGINE_ENV))
+    """The engine's environment (engine_env): set in its process before vLLM is imported."""
 
     @classmethod
     def from_config(
         cls,
-        cfg: Config,
+        cfg: EngineKeys,
         model: str,
         tokenizer: str,
         engine_kwargs: dict[str, Any],
         head: DeviceHead | None = None,
+        base_env: dict[str, str] = BATCH_ENGINE_ENV,
     ) -> EngineSpec:
-        """The engine of a run; `device` stays as configured until the cluster is known.
-        `head`: what our model class computes, or None for vLLM's own pooler."""
+        """The engine of a run or of the service; `device` stays as configured until the
+        cluster is known. `head`: what our model class computes, or None for vLLM's own
+        pooler; `base_env`: the entry point's engine variables (embed.env_vars go on top)."""
         m, e = cfg.model, cfg.embed
         return cls(
             model=model,
@@ -91,6 +123,7 @@ class EngineSpec:
             trust_remote_code=m.trust_remote_code,
             quantization=str(m.quantization) if m.quantization else None,
             engine_kwargs=engine_kwargs,
+            env=engine_env(e.env_vars, base_env),
         )
 
     @property
@@ -115,7 +148,7 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
     kwargs = dict(spec.engine_kwargs)
     # Eager unless asked otherwise: CUDA graphs cover steps of at most 512 tokens and every
     # step of ours carries whole windows (thousands of tokens), so compiling buys nothing
-    # (the same tokens/s measured both ways, BENCHMARKS.md "start-up") and costs start-up:
+    # (the same tokens/s measured both ways, BENCHMARKS.md, "Start-up") and costs start-up:
     # 20-30 s of torch.compile and graph capture per engine on a GPU, ~5 s on CPU.
     kwargs.setdefault("enforce_eager", True)
     util = spec.gpu_memory_utilization
@@ -150,7 +183,8 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
             # vLLM's compiler fuses each all-reduce with the next residual add + RMS norm,
             # writing the residual in place; our model also reads the residual stream between
             # blocks, and with the fusion on, TP=2 engines died at start with an illegal
-            # memory access (H200, vLLM 0.26). Without it they run (BENCHMARKS.md).
+            # memory access (H200, vLLM 0.26). Without it they run (BENCHMARKS.md, "Layers
+            # and poolings").
             compilation = dict(kwargs.get("compilation_config") or {})
             compilation["pass_config"] = {
                 **compilation.get("pass_config", {}),
@@ -163,29 +197,8 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
     return kwargs
 
 
-# The engine core runs inside the actor process: one process fewer to spawn and import vLLM
-# into (a tiny-model run took 28 s instead of 47 s on 2 cores; a Genos-1.2B run on an H200
-# started 30 s sooner) at the same tokens/s, since our calls block until the pack is done
-# anyway. Tensor-parallel workers are processes of their own either way.
-ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-
-
-def engine_env(user_env: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of an engine actor: ours, then `embed.env_vars` (which may set ours back,
-    e.g. VLLM_ENABLE_V1_MULTIPROCESSING=1)."""
-    return {**ENGINE_ENV, **{k: str(v) for k, v in (user_env or {}).items()}}
-
-
-def use_engine_env(environ: MutableMapping[str, str]) -> None:
-    """Our engine variables, set in the actor's own process before vLLM reads them: only the
-    user's variables go through a Ray runtime_env, which costs each actor a fresh worker
-    process (about a second) instead of one Ray started in advance."""
-    for k, v in ENGINE_ENV.items():
-        environ.setdefault(k, v)
-
-
 # Fused-MoE kernel tiles tuned for Genos shapes on GPUs vLLM has none for (written by
-# benchmarks/moe_tune.py; Genos-10B on H200: 1.18x the kernel, 1.11x end to end).
+# benchmarks/questions/moe_tune.py; Genos-10B on H200: 1.18x the kernel, 1.11x end to end).
 MOE_CONFIGS = Path(__file__).with_name("moe_configs")
 MOE_ENV = "VLLM_TUNED_CONFIG_FOLDER"
 
@@ -199,10 +212,13 @@ def use_moe_configs(spec: EngineSpec, environ: MutableMapping[str, str]) -> str 
 
 
 def build_llm(spec: EngineSpec) -> Any:
-    vllm = require("vllm", VLLM_HINT)
-    # Set in the actor, before the engine's processes start: they inherit it.
-    use_engine_env(os.environ)
+    # Set in the engine's process before vLLM reads them (and before its processes start:
+    # they inherit them). Only the user's variables also travel in a Ray runtime_env, which
+    # costs each actor a fresh worker process (about a second) instead of one Ray started in
+    # advance; the spec holds both, so one place decides every value.
+    os.environ.update(spec.env)
     use_moe_configs(spec, os.environ)
+    vllm = require("vllm", VLLM_HINT)
     from vllm.config import PoolerConfig
 
     if spec.head is not None:

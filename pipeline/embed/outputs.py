@@ -1,7 +1,7 @@
 """What a run computes per window: (layer, pooling) pairs, their columns, and the engine's head.
 
-Pure Python (no torch, no vLLM): the config, the writer, the loaders and the engine's model
-(pipeline/embed/model.py) share these names.
+Pure Python (no torch, no vLLM): the run and the engine's model (pipeline/embed/model.py)
+share these; the columns' names and types are pipeline/rows.py's.
 
 Layers are numbered as Hugging Face's `output_hidden_states`: 0 = token embeddings, k = output
 of block k (pre-norm residual stream), L = the last block after the final norm; -1 means L.
@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from pipeline.errors import ConfigError
+from pipeline.rows import column_name
 
-POOLINGS = ("mean", "max", "last")
-# The one column every earlier run wrote: the last layer, mean-pooled.
-DEFAULT_COLUMN = "embedding"
 # Our model class, and the hf_config attribute that tells it what to compute.
 ARCHITECTURE = "DnaembedMixtralForEmbedding"
 SUPPORTED_ARCHITECTURES = ("MixtralForCausalLM",)
@@ -29,43 +27,11 @@ SPAN_KEY = "dnaembed_span"
 TOKENS_KEY = "dnaembed_tokens"
 
 
-# Variants: per embedding column E, the scores E_<metric> and, kept, E_<allele>.
-METRICS = ("cosine", "l2")
-ALLELES = ("ref", "alt")
-
-
-def suffixed(column: str, what: str) -> str:
-    """A variant column of embedding column `column`: `E_cosine`, `E_l2`, `E_ref`, `E_alt`."""
-    return f"{column}_{what}"
-
-
-def tokens_column(layer: int, suffix: str = "") -> str:
-    """The per-token column of a layer: `tokens_l<k>` (variants: `..._ref`, `..._alt`)."""
-    return f"tokens_l{layer}{suffix}"
-
-
 @dataclass(frozen=True)
 class EmbeddingColumn:
     column: str
     layer: int  # non-negative
     pooling: str
-
-
-def column_name(layer: int, pooling: str, num_layers: int) -> str:
-    """`embedding` for the last layer mean-pooled (today's column), else `emb_l<k>_<pooling>`."""
-    if layer == num_layers and pooling == "mean":
-        return DEFAULT_COLUMN
-    return f"emb_l{layer}_{pooling}"
-
-
-def parse_column(name: str) -> tuple[int | None, str]:
-    """(layer, pooling) from a column name; the layer of `embedding` is the model's last."""
-    if name == DEFAULT_COLUMN:
-        return None, "mean"
-    head, _, pooling = name.rpartition("_")
-    if not head.startswith("emb_l") or not head[5:].isdigit() or pooling not in POOLINGS:
-        raise ValueError(f"{name!r} is not a dnaembed embedding column")
-    return int(head[5:]), pooling
 
 
 def resolve_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:

@@ -13,8 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.config import EmbedConfig
+    from pipeline.embed.engine import EngineSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,47 @@ class ActorShape:
         if self.gpus:
             n = min(n, int(res.get("GPU", 0) // self.gpus))
         return n
+
+
+def actor_shape(engine: EngineSpec, e: EmbedConfig, count: int) -> ActorShape:
+    """What one engine actor needs of a node (once the device is resolved)."""
+    return ActorShape(
+        engine.gpus, e.cpus_per_actor, count, e.tensor_parallel_size, e.pipeline_parallel_size
+    )
+
+
+@dataclass(frozen=True)
+class EngineResources:
+    """What one engine's actor asks of Ray: the same for a run's actors and the service's
+    replicas."""
+
+    num_cpus: float
+    num_gpus: int
+    env_vars: dict[str, str]
+    """The user's engine variables (embed.env_vars), which travel in a Ray runtime_env; ours
+    are set by the engine itself (EngineSpec.env)."""
+
+
+def engine_resources(engine: EngineSpec, e: EmbedConfig) -> EngineResources:
+    return EngineResources(
+        e.cpus_per_actor, engine.gpus, {k: str(v) for k, v in e.env_vars.items()}
+    )
+
+
+def place(
+    engine: EngineSpec, e: EmbedConfig, count: int, task_cpus: float, timeout_s: float
+) -> str:
+    """Resolve the engine's device (embed.device=auto: cuda where the cluster has GPUs) and
+    check that the cluster can host `count` engines and `task_cpus` for tasks beside them
+    (fails fast; `timeout_s`: ray.placement_timeout_s). The same for runs and the service."""
+    import ray
+
+    if e.device == "auto":
+        engine.device = "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    else:
+        engine.device = e.device
+    placed = check_placement(actor_shape(engine, e, count), task_cpus, ray.nodes(), timeout_s)
+    return f"{placed} on {engine.device}"
 
 
 def describe_cluster(nodes: list[dict]) -> str:

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from pipeline import kinds
 from pipeline.errors import DnaEmbedError
 from pipeline.load.loader import embedding_columns, load_embeddings, read_manifest, to_numpy
 from pipeline.write.layout import row_order
@@ -40,21 +41,10 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
             )
         meta = table.drop_columns(names).sort_by(row_order(manifest))
         head = meta.slice(0, 5).to_pylist()
-        kind = manifest.get("input", "tiles")
-        lines.append(
-            "  first rows (pos 1-based as in the VCF; start-end 0-based half-open):"
-            if kind == "variants"
-            else "  first rows (0-based half-open coordinates):"
-        )
+        kind = kinds.get(manifest.get("input", "tiles"))
+        lines.append(f"  first rows ({kind.shown_coordinates}):")
         for row in head:
-            if kind == "variants":
-                where = f"{row['seq_id']}:{row['pos']} {row['ref']}>{row['alt']} window "
-                where += f"{row['start']}-{row['end']}({row['strand']})"
-            else:
-                where = f"{row['seq_id']}:{row['start']}-{row['end']}({row['strand']})"
-                if kind == "regions":
-                    where += f" window {row['window_start']}-{row['window_end']}"
-            lines.append(f"    {where} {row['n_tokens']} tokens  chunk {row['chunk_id']}")
+            lines.append(f"    {kind.locus(row)} {row['n_tokens']} tokens  chunk {row['chunk_id']}")
     return "\n".join(lines)
 
 

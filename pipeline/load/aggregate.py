@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.embed.outputs import parse_column
 from pipeline.load.loader import (
     embedding_columns,
     load_embeddings,
@@ -30,7 +29,7 @@ from pipeline.load.loader import (
     table_embeddings,
     to_numpy,
 )
-from pipeline.write.layout import embedding_array
+from pipeline.rows import embedding_array, parse_column
 
 _GROUP_FLOATS = 1 << 25  # (window, interval) pairs x dim per step: bounds the memory
 

@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from pipeline.embed.outputs import DEFAULT_COLUMN
 from pipeline.errors import OutputError
-from pipeline.write.layout import MANIFEST, OUTPUT_COLUMNS, RUN, OutputDir, row_order
+from pipeline.rows import DEFAULT_COLUMN, OUTPUT_COLUMNS
+from pipeline.write.layout import MANIFEST, RUN, OutputDir, row_order
 
 
 def read_manifest(uri: str, storage_options: dict[str, Any] | None = None) -> dict:

@@ -22,8 +22,9 @@ from pipeline.load.loader import (
     shard_paths,
     to_numpy,
 )
+from pipeline.rows import OUTPUT_COLUMNS
 from pipeline.util import require
-from pipeline.write.layout import OUTPUT_COLUMNS, OutputDir
+from pipeline.write.layout import OutputDir
 
 TORCH_HINT = "pip install torch"
 _torch_data = require("torch.utils.data", TORCH_HINT)

@@ -26,12 +26,11 @@ from pipeline.errors import InputError
 from pipeline.read.fastx import sniff_format
 from pipeline.read.reference import Reference, check_compression, reference_errors
 from pipeline.read.sources import COMPRESSED_SUFFIXES, Source, format_from_name
+from pipeline.rows import PIECE_COLUMNS
 from pipeline.storage import get_fs
 
 log = logging.getLogger(__name__)
 
-# Columns of a piece row; a file read whole has only `source` set (nulls elsewhere).
-PIECE_COLUMNS = ("piece", "record_index", "piece_start", "next_record", "next_start", "parts")
 # gzip packs DNA at about 4 bases a byte: a compressed file smaller than split_bases / 8 bytes
 # holds one piece, and is read whole without asking for its index (a request per file on an
 # object store).

@@ -4,7 +4,7 @@ reads one file or one piece)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
@@ -12,26 +12,14 @@ from pipeline.config import WindowConfig
 from pipeline.errors import InputError
 from pipeline.read.fastx import Skipped, iter_records, normalise
 from pipeline.read.pieces import IndexedFasta, check_header, parts
+from pipeline.rows import ALLELE_SCHEMA, INTERVAL_SCHEMA, RECORD_SCHEMA, SOURCE
 from pipeline.stages import RaySpec, Stage, StatsSink, report_key
 from pipeline.storage import failed_requests
 
-RECORD_SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),
-        ("seq_id", pa.string()),
-        ("record_index", pa.int64()),
-        ("sequence", pa.large_string()),
-        # A piece may hold part of a record: where in the record `sequence` starts, and the
-        # record's whole length (a whole record: 0 and its length).
-        ("offset", pa.int64()),
-        ("record_length", pa.int64()),
-    ]
-)
-
 
 class ReadStage(Stage):
-    needs = ("source",)
-    adds = ("seq_id", "record_index", "sequence", "offset", "record_length")
+    needs = (SOURCE,)
+    adds = tuple(RECORD_SCHEMA.names[1:])
 
     def __init__(
         self,
@@ -60,6 +48,10 @@ class ReadStage(Stage):
     def ray_spec(self) -> RaySpec:
         # One file (or piece) per task: its records stream out in batches as it is parsed.
         return RaySpec(batch_size=1)
+
+    def columns_out(self, columns_in: tuple[str, ...]) -> tuple[str, ...]:
+        # Record rows replace the file (or piece) rows.
+        return tuple(RECORD_SCHEMA.names)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         self.check_columns(batch)
@@ -210,33 +202,6 @@ class ReadStage(Stage):
         )
 
 
-INTERVAL_SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),
-        ("seq_id", pa.string()),
-        ("record_index", pa.int64()),
-        ("start", pa.int64()),
-        ("end", pa.int64()),
-        ("name", pa.string()),
-        ("score", pa.float64()),
-        ("bed_strand", pa.string()),
-    ]
-)
-
-ALLELE_SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),
-        ("seq_id", pa.string()),
-        ("record_index", pa.int64()),
-        ("alt_index", pa.int64()),
-        ("pos", pa.int64()),
-        ("id", pa.string()),
-        ("ref", pa.string()),
-        ("alt", pa.string()),
-    ]
-)
-
-
 class _ReadReport:
     """Rows of one input file gathered into batches, and its report once it is read."""
 
@@ -276,7 +241,8 @@ class _LocusReadStage(Stage):
     """A BED or VCF file -> rows of loci, one task per file; the window stage reads their
     sequence from the reference. Batches are small, so windowing spreads over tasks."""
 
-    needs = ("source",)
+    needs = (SOURCE,)
+    schema: ClassVar[pa.Schema]
 
     def __init__(
         self,
@@ -291,10 +257,15 @@ class _LocusReadStage(Stage):
     def ray_spec(self) -> RaySpec:
         return RaySpec(batch_size=1)
 
+    def columns_out(self, columns_in: tuple[str, ...]) -> tuple[str, ...]:
+        # Locus rows replace the file rows.
+        return tuple(self.schema.names)
+
 
 class RegionReadStage(_LocusReadStage):
     """A BED file -> interval rows."""
 
+    schema = INTERVAL_SCHEMA
     adds = tuple(INTERVAL_SCHEMA.names[1:])
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
@@ -326,6 +297,7 @@ class VariantReadStage(_LocusReadStage):
     """A VCF file -> one row per ALT allele; alleles that cannot be embedded (symbolic,
     breakends, no ALT) are listed as skipped with the reason."""
 
+    schema = ALLELE_SCHEMA
     adds = tuple(ALLELE_SCHEMA.names[1:])
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Strands
-from pipeline.embed.outputs import DEFAULT_COLUMN
+from pipeline.rows import DEFAULT_COLUMN
 
 ENCODINGS = ("float", "base64")
 EXTENSION = "dnaembed"

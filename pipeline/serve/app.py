@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from pipeline.config import actor_range
+from pipeline.embed.placement import engine_resources
 from pipeline.serve.api import (
     ApiError,
     default_column,
@@ -193,10 +194,11 @@ class EmbeddingServer:
 def deployment_options(plan: ServicePlan) -> dict[str, Any]:
     """Ray Serve options of the deployment: replicas (fixed or autoscaled), each one engine
     actor with the resources a batch run's engine has."""
-    s, e = plan.cfg.serve, plan.cfg.embed
-    actor: dict[str, Any] = {"num_cpus": e.cpus_per_actor, "num_gpus": plan.engine.gpus}
-    if e.env_vars:
-        actor["runtime_env"] = {"env_vars": {k: str(v) for k, v in e.env_vars.items()}}
+    s = plan.cfg.serve
+    need = engine_resources(plan.engine, plan.cfg.embed)
+    actor: dict[str, Any] = {"num_cpus": need.num_cpus, "num_gpus": need.num_gpus}
+    if need.env_vars:
+        actor["runtime_env"] = {"env_vars": need.env_vars}
     opts: dict[str, Any] = {
         "ray_actor_options": actor,
         "max_ongoing_requests": s.max_ongoing_requests,

@@ -25,7 +25,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli import hydra_main, report, user_error
-from pipeline.config import ServiceConfig, actor_range, to_config
+from pipeline.compose import to_config
+from pipeline.config import ServiceConfig, actor_range
 from pipeline.console import library_logs_routed, logging_to
 from pipeline.errors import ConfigError
 from pipeline.serve.service import ServicePlan
@@ -67,17 +68,18 @@ def serve_forever(cfg: ServiceConfig, echo: Echo = print, stop: threading.Event 
 
 
 def _serve(cfg: ServiceConfig, echo: Echo, stop: threading.Event) -> None:
-    from pipeline.run import place, ray_session
+    from pipeline.cluster import ray_session
+    from pipeline.embed.placement import place
     from pipeline.serve.service import plan_service
 
     s = cfg.serve
     plan = plan_service(cfg)
     check_port(s.host, s.port)
-    with ray_session(cfg):  # type: ignore[arg-type]
+    with ray_session(cfg):
         from ray import serve
 
         lo, _ = actor_range(s.replicas, "serve.replicas")
-        placed = place(plan.engine, cfg, lo, task_cpus=0)
+        placed = place(plan.engine, cfg.embed, lo, 0, cfg.ray.placement_timeout_s)
         key = api_key(cfg)
         echo(
             f"{PROG}: model {plan.name} ({cfg.model.name}), columns {plan.column_names}, "

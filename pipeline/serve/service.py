@@ -1,50 +1,34 @@
-"""What a request computes: the batch pipeline's read rules, tokenizer and embed stage, on
-sequences that arrive over HTTP instead of from files.
+"""What a request computes: the engine core of a batch run, on sequences that arrive over
+HTTP instead of from files, read with the batch pipeline's sequence rules and tokenizer.
 
 `plan_service` runs on the driver (config checks, model, tokenizer, head: fails fast, as a
-batch run's plan does); `Embedder` runs in each replica around one `EmbedStage` (one engine),
-and `EngineQueue` batches the requests a replica holds into engine calls of up to
-embed.max_batch_tokens tokens, one call at a time, in one thread that owns the engine.
+batch run's plan does); `Embedder` runs in each replica around one engine core, and
+`EngineQueue` batches the requests a replica holds into engine calls of up to
+embed.max_batch_tokens tokens, one call at a time, in the one thread that owns the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import (
-    Config,
-    InputConfig,
-    ServiceConfig,
-    Strands,
-    WindowConfig,
-    actor_range,
-    model_fingerprint,
-)
-from pipeline.embed.engine import FINGERPRINTED_KEYS, EngineSpec, check_engine_kwargs
+from pipeline.config import ServiceConfig, Strands, actor_range
+from pipeline.embed.core import EngineCore, Window
+from pipeline.embed.engine import SERVICE_ENGINE_ENV, EngineSpec
 from pipeline.embed.outputs import EmbeddingColumn
-from pipeline.embed.stage import EmbedStage
+from pipeline.embed.plan import EnginePlan, plan_engine
 from pipeline.errors import ConfigError
-from pipeline.models import resolve_model_path
+from pipeline.identity import model_key_fields
 from pipeline.read.fastx import InvalidBase, normalise
 from pipeline.serve.api import EmbeddingRequest, bad_request
-from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, UnknownToken
+from pipeline.tokenize.tokenizer import DnaTokenizer, UnknownToken
 from pipeline.util import stable_hash
 from pipeline.window.windows import reverse_complement
-from pipeline.write.layout import OUTPUT_COLUMNS
-
-# The engine core in a process of its own (a batch run keeps it in the actor): a replica's
-# event loop parses and answers requests while the engine runs, and in one process the two
-# share the GIL with the engine's kernel launches. On an H200 (1.2B shape, 32 clients of one
-# 8 kb sequence each) in-process gave 386k tokens/s, a process of its own 427k (vllm serve:
-# 456k); BENCHMARKS.md, "2026-11-23: embeddings on demand".
-SERVE_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
 
 # Per strand of a request: the engine windows it needs ('f' forward, 'r' reverse complement).
 _WINDOWS = {Strands.forward: "f", Strands.reverse: "r", Strands.merge: "fr"}
@@ -68,8 +52,6 @@ class ServicePlan:
 
 def plan_service(cfg: ServiceConfig) -> ServicePlan:
     """Check the config and the model, load the tokenizer, decide the head. Fails fast."""
-    from pipeline.run import embedding_head
-
     e = cfg.embed
     if actor_range(e.num_actors) != (1, 1):
         raise ConfigError(
@@ -78,48 +60,32 @@ def plan_service(cfg: ServiceConfig) -> ServicePlan:
         )
     if e.per_token:
         raise ConfigError("embed.per_token is for region and variant runs, not the service")
-    check_engine_kwargs(cfg.model.engine_kwargs, "model.engine_kwargs")
-    check_engine_kwargs(e.engine_kwargs)
-    engine_kwargs = {**cfg.model.engine_kwargs, **e.engine_kwargs}
-    model_path = resolve_model_path(cfg.model)
-    tok_spec = TokenizerSpec.of_model(cfg.model)
-    tokenizer = DnaTokenizer(tok_spec)
-    columns, head = embedding_head(cfg, model_path, engine_kwargs)  # type: ignore[arg-type]
-    engine = EngineSpec.from_config(cfg, model_path, tok_spec.path, engine_kwargs, head)  # type: ignore[arg-type]
+    engine = plan_engine(cfg, spans=False, base_env=SERVICE_ENGINE_ENV)
     return ServicePlan(
         cfg,
-        engine,
-        tokenizer,
-        columns,
+        engine.spec,
+        engine.tokenizer,
+        engine.columns,
         cfg.serve.name or cfg.model.name,
-        model_keys(cfg, [c.layer for c in columns]),
+        model_keys(cfg, engine),
     )
 
 
-def model_keys(cfg: ServiceConfig, layers: list[int]) -> dict[str, str]:
+def model_keys(cfg: ServiceConfig, engine: EnginePlan) -> dict[str, str]:
     """The model key a batch run's chunk ids carry for the same model, head and sequence
     rules (`model` in its manifest), per strands: a user can check that a served embedding
     is the one a batch output holds."""
     keys = {}
     for strands in Strands:
-        batch = Config(
-            input=InputConfig(
-                path="-",
-                invalid_chars=cfg.input.invalid_chars,
-                ambiguity_codes=cfg.input.ambiguity_codes,
-                rna=cfg.input.rna,
-            ),
-            window=WindowConfig(reverse_complement="merge" if strands == Strands.merge else False),
-            model=cfg.model,
-            embed=cfg.embed,
+        fields_ = model_key_fields(
+            cfg.model,
+            cfg.embed,
+            cfg.input,
+            engine.layers,
+            merge_strands=strands == Strands.merge,
+            flank=0,
         )
-        fields_ = model_fingerprint(batch, list(dict.fromkeys(layers)))
-        affecting = {
-            k: v
-            for k, v in {**cfg.model.engine_kwargs, **cfg.embed.engine_kwargs}.items()
-            if k in FINGERPRINTED_KEYS
-        }
-        keys[str(strands)] = stable_hash({**fields_, **affecting})
+        keys[str(strands)] = stable_hash({**fields_, **engine.affecting})
     return keys
 
 
@@ -148,21 +114,17 @@ class Embedder:
 
     def __init__(self, plan: ServicePlan):
         self.plan = plan
-        self.stage = EmbedStage(plan.engine, plan.cfg.embed, columns=plan.columns)
+        self.core = EngineCore(plan.engine, plan.columns)
         self.tokenizer = plan.tokenizer
-        self.dimension: int | None = None
+
+    @property
+    def dimension(self) -> int | None:
+        """The embeddings' size, once the engine has answered."""
+        return self.core.dimension
 
     def setup(self) -> None:
-        """Build the engine and answer one request (call in the engine's thread)."""
-        for k, v in SERVE_ENGINE_ENV.items():
-            os.environ.setdefault(k, v)  # embed.env_vars, set before, win
-        self.stage.ensure_setup()
-        probe = self.prepare(
-            EmbeddingRequest(["ACGT" * 4], self.plan.column_names, Strands.forward, "float", None),
-            "warmup",
-        )
-        out = self.run([probe])[0][0]
-        self.dimension = len(next(iter(out.values())))
+        """Build the engine and run one request (call in the engine's thread)."""
+        self.core.start()
 
     def prepare(self, req: EmbeddingRequest, rid: str) -> Job:
         """Validate and tokenize a request's inputs as a batch run reads a record; raise
@@ -236,46 +198,23 @@ class Embedder:
         return out
 
     def run(self, jobs: list[Job]) -> list[list[dict[str, np.ndarray]]]:
-        """Embed several requests in one engine call; per job, per input: {column: vector}.
-        Rows are matched by their chunk ids, never by position."""
-        chunk_ids, token_ids = [], []
+        """Embed several requests in one engine call; per job, per input: {column: vector}
+        (strands averaged by the core, as a batch run merges them)."""
+        items = [
+            [
+                Window(job.windows[_chunk(job.rid, i, w)], reverse=w == "r")
+                for w in _WINDOWS[job.strands]
+            ]
+            for job in jobs
+            for i in range(job.n_inputs)
+        ]
+        vectors = self.core.embed(items).vectors
+        results, row = [], 0
         for job in jobs:
-            for cid, ids in job.windows.items():
-                chunk_ids.append(cid)
-                token_ids.append(ids)
-        n = len(chunk_ids)
-        lengths = [len(t) for t in token_ids]
-        table = pa.table(
-            {
-                "chunk_id": pa.array(chunk_ids, pa.string()),
-                "source": pa.array(["request"] * n, pa.string()),
-                "seq_id": pa.array([c.split("/")[1] for c in chunk_ids], pa.string()),
-                "start": pa.array([0] * n, pa.int64()),
-                "end": pa.array(lengths, pa.int64()),
-                "strand": pa.array(["-" if c.endswith("/r") else "+" for c in chunk_ids]),
-                "n_tokens": pa.array(lengths, pa.int32()),
-                "token_ids": pa.array(token_ids, pa.list_(pa.int32())),
-            }
-        ).select([*OUTPUT_COLUMNS, "token_ids"])
-        out = self.stage.embed_windows(table)
-        row = {cid: r for r, cid in enumerate(out.column("chunk_id").to_pylist())}
-        vectors = {
-            c: out.column(c).combine_chunks().flatten().to_numpy().reshape(out.num_rows, -1)
-            for c in self.plan.column_names
-        }
-        results = []
-        for job in jobs:
-            per_input = []
-            for i in range(job.n_inputs):
-                by_column = {}
-                for c, v in vectors.items():
-                    parts = [v[row[_chunk(job.rid, i, w)]] for w in _WINDOWS[job.strands]]
-                    # As the batch pipeline merges strands: their sum, over their count.
-                    by_column[c] = (
-                        sum(parts) / np.float32(len(parts)) if len(parts) > 1 else parts[0]
-                    )
-                per_input.append(by_column)
-            results.append(per_input)
+            results.append(
+                [{c: v[row + i] for c, v in vectors.items()} for i in range(job.n_inputs)]
+            )
+            row += job.n_inputs
         return results
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from pipeline.config import MERGE, InputKind, actor_range, input_kind
+from pipeline.config import MERGE, actor_range
+from pipeline.kinds import Kind, kind_of
 from pipeline.read.fastx import open_binary
 from pipeline.read.sources import COMPRESSED_SUFFIXES, Source, format_from_name
 
@@ -34,8 +35,11 @@ BASES_PER_BYTE |= {("fastq", False): 0.45, ("fastq", True): 1.5}
 COUNT_LIMIT_BYTES = 16 << 20
 
 
-def pack_budget(cfg: Config, sources: list[Source], window_tokens: int) -> int:
-    """Tokens per pack for this run. `window_tokens`: the most tokens one window has."""
+def pack_budget(
+    cfg: Config, sources: list[Source], window_tokens: int, kind: Kind | None = None
+) -> int:
+    """Tokens per pack for this run. `window_tokens`: the most tokens one window has;
+    `kind`: the plan's kind of input (else read from `cfg`)."""
     budget = cfg.embed.max_batch_tokens
     if cfg.embed.per_token:
         # A pack's per-token states travel back whole (float32, layers x hidden per token).
@@ -45,33 +49,22 @@ def pack_budget(cfg: Config, sources: list[Source], window_tokens: int) -> int:
         # Nothing to spread: one engine gets every pack whatever their size, and larger
         # packs keep identical windows (a repeated region, a site's reference) in one call.
         return budget
-    tokens = estimated_tokens(cfg, sources)
+    tokens = estimated_tokens(cfg, sources, kind)
     if tokens is None:
         return budget
     share = math.ceil(tokens / (PACKS_PER_ENGINE * engines))
     return max(1, min(budget, max(share, window_tokens)))
 
 
-def estimated_tokens(cfg: Config, sources: list[Source]) -> int | None:
+def estimated_tokens(cfg: Config, sources: list[Source], kind: Kind | None = None) -> int | None:
     """The engine tokens of the whole input, roughly; None when unknown (then: large)."""
-    kind = input_kind(cfg)
     strands = 2 if cfg.window.reverse_complement in (True, MERGE) else 1
-    if kind == InputKind.tiles:
-        return strands * sum(_bases(s, str(cfg.input.format)) for s in sources)
-    if sum(s.size for s in sources) > COUNT_LIMIT_BYTES:
-        return None
-    opts = cfg.storage.options()
-    if kind == InputKind.regions:
-        bases = 0
-        for s in sources:
-            interval_bases, rows = _regions(s.uri, opts)
-            bases += interval_bases + 2 * cfg.window.flank * rows
-        return strands * bases
-    # Variants: a reference and an alternate window per ALT (most lines have one).
-    return strands * 2 * cfg.window.size * sum(_rows(s.uri, opts) for s in sources)
+    tokens = (kind or kind_of(cfg)).estimated_tokens(sources)
+    return None if tokens is None else strands * tokens
 
 
-def _bases(source: Source, fmt: str) -> int:
+def file_bases(source: Source, fmt: str) -> int:
+    """The bases a FASTA/FASTQ file holds, from its size."""
     name = source.uri.lower()
     compressed = name.endswith(COMPRESSED_SUFFIXES)
     kind = fmt if fmt in ("fasta", "fastq") else (format_from_name(name) or "fasta")
@@ -84,11 +77,12 @@ def _data_lines(uri: str, options: dict) -> list[bytes]:
         return [line for line in f if line.strip() and not line.startswith(skip)]
 
 
-def _rows(uri: str, options: dict) -> int:
+def data_rows(uri: str, options: dict) -> int:
+    """The data lines of a BED or VCF file."""
     return len(_data_lines(uri, options))
 
 
-def _regions(uri: str, options: dict) -> tuple[int, int]:
+def bed_bases(uri: str, options: dict) -> tuple[int, int]:
     """(bases in the intervals, rows) of a BED file."""
     total = 0
     lines = _data_lines(uri, options)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-PACK_COLUMN = "windows"
+from pipeline.rows import PACK_COLUMN, PACK_TOKENS, PACK_WINDOWS, TYPES
 
 
 def pack_bounds(
@@ -55,8 +55,8 @@ def pack(
     return pa.table(
         {
             PACK_COLUMN: pa.ListArray.from_arrays(pa.array(offsets), struct),
-            "pack_windows": pa.array([hi - lo for lo, hi in bounds], pa.int32()),
-            "pack_tokens": pa.array(sums, pa.int64()),
+            PACK_WINDOWS: pa.array([hi - lo for lo, hi in bounds], TYPES[PACK_WINDOWS]),
+            PACK_TOKENS: pa.array(sums, TYPES[PACK_TOKENS]),
         }
     )
 

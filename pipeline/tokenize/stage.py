@@ -7,22 +7,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import InputError
+from pipeline.rows import (
+    CHUNK_ID,
+    END,
+    EXTRA_SEQUENCES,
+    N_TOKENS,
+    PACK_COLUMNS,
+    SEQ_ID,
+    SEQUENCE,
+    SOURCE,
+    START,
+    STRAND,
+    TOKEN_IDS,
+    TOKEN_IDS_ALT,
+    TYPES,
+    packed,
+)
 from pipeline.stages import Stage
 from pipeline.tokenize.pack import pack
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec, UnknownToken
-from pipeline.window.stage import RC_COLUMN
-from pipeline.window.variants import ALT_COLUMN, ALT_RC_COLUMN
-
-RC_IDS = "token_ids_rc"
-ALT_IDS = "token_ids_alt"
-ALT_RC_IDS = "token_ids_alt_rc"
-# Sequence columns a row may carry beside `sequence`, and their token id columns.
-EXTRA_SEQUENCES = {RC_COLUMN: RC_IDS, ALT_COLUMN: ALT_IDS, ALT_RC_COLUMN: ALT_RC_IDS}
 
 
 class TokenizeStage(Stage):
-    needs = ("chunk_id", "source", "seq_id", "start", "end", "strand", "sequence")
-    adds = ("n_tokens", "token_ids")
+    needs = (CHUNK_ID, SOURCE, SEQ_ID, START, END, STRAND, SEQUENCE)
+    # Added to each window (and a token id column per other sequence column it carries),
+    # which then travels in a pack: see columns_out.
+    adds = (N_TOKENS, TOKEN_IDS)
 
     def __init__(
         self,
@@ -43,13 +53,23 @@ class TokenizeStage(Stage):
         if self.tokenizer is None:
             self.tokenizer = DnaTokenizer(self.spec)
 
+    def columns_out(self, columns_in: tuple[str, ...]) -> tuple[str, ...]:
+        """Packs, which carry the tokenized windows' columns (`packed(name)`)."""
+        extra = [c for c in EXTRA_SEQUENCES if c in columns_in]
+        windows = (
+            *(c for c in columns_in if c != SEQUENCE and c not in extra),
+            *self.adds,
+            *(EXTRA_SEQUENCES[c] for c in extra),
+        )
+        return (*PACK_COLUMNS, *(packed(c) for c in windows))
+
     def tokenize(self, batch: pa.Table) -> pa.Table:
         """Windows with `n_tokens` and `token_ids` instead of `sequence` (and token ids for
         each other sequence column: the reverse complement, the alternate allele's window)."""
         self.ensure_setup()
         self.check_columns(batch)
         ids = self._encode(batch, "sequence")
-        n_tokens = pc.list_value_length(ids).cast(pa.int32())
+        n_tokens = pc.list_value_length(ids).cast(TYPES[N_TOKENS])
         out = batch.drop_columns(["sequence"])
         out = out.append_column("n_tokens", n_tokens).append_column("token_ids", ids)
         for column, ids_column in EXTRA_SEQUENCES.items():
@@ -75,7 +95,7 @@ class TokenizeStage(Stage):
                 "and the tokenizer has no token for it; "
                 "set input.ambiguity_codes=to_n to map IUPAC codes to N"
             ) from e
-        n_tokens = pc.list_value_length(ids).cast(pa.int32())
+        n_tokens = pc.list_value_length(ids).cast(TYPES[N_TOKENS])
         too_long = np.flatnonzero(n_tokens.to_numpy() > self.max_model_len)
         if too_long.size and not self.tiled:
             i = int(too_long[0])
@@ -99,7 +119,7 @@ class TokenizeStage(Stage):
 def _group_starts(windows: pa.Table) -> np.ndarray | None:
     """Variants: rows where a new reference window begins (packs start only there, so
     alleles sharing a window share a pack and the window is embedded once)."""
-    if ALT_IDS not in windows.column_names or windows.num_rows == 0:
+    if TOKEN_IDS_ALT not in windows.column_names or windows.num_rows == 0:
         return None
     keys = [windows.column(k).to_numpy(zero_copy_only=False) for k in ("seq_id", "start", "end")]
     starts = np.ones(windows.num_rows, dtype=bool)

@@ -44,6 +44,15 @@ class LocusWindowStage(Stage):
         self.on_error = str(input_cfg.on_error)
         self.stats = stats or StatsSink()
         self.reference: Reference | None = None
+        if cfg.merge_strands:
+            self.adds = (
+                *self.adds,
+                *(n for n in self.merge_schema.names if n not in self.schema.names),
+            )
+
+    def columns_out(self, columns_in: tuple[str, ...]) -> tuple[str, ...]:
+        # Window rows replace the locus rows.
+        return tuple((self.merge_schema if self.cfg.merge_strands else self.schema).names)
 
     def setup(self) -> None:
         self.reference = Reference(self.reference_uri, self.storage_options)

@@ -10,48 +10,36 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
-
 from pipeline.config import WindowConfig
+from pipeline.rows import (
+    BED_STRAND,
+    CHUNK_ID,
+    END,
+    NAME,
+    RECORD_INDEX,
+    REGION_MERGE_SCHEMA,
+    REGION_SCHEMA,
+    SCORE,
+    SEQ_ID,
+    SEQUENCE,
+    SEQUENCE_RC,
+    SOURCE,
+    SPAN_END,
+    SPAN_START,
+    START,
+    STRAND,
+    WINDOW_END,
+    WINDOW_START,
+)
 from pipeline.stages import StatsSink
 from pipeline.window.loci import LocusWindowStage
-from pipeline.window.stage import RC_COLUMN, WINDOW_SCHEMA, Rows
+from pipeline.window.stage import Rows
 from pipeline.window.windows import flanked, mirror, reverse_complement, row_id
-
-REGION_SCHEMA = pa.schema(
-    [
-        *(f for f in WINDOW_SCHEMA if f.name != "sequence"),
-        ("name", pa.string()),
-        ("score", pa.float64()),
-        ("bed_strand", pa.string()),
-        ("window_start", pa.int64()),
-        ("window_end", pa.int64()),
-        ("span_start", pa.int64()),
-        ("span_end", pa.int64()),
-        WINDOW_SCHEMA.field("sequence"),
-    ]
-)
-REGION_MERGE_SCHEMA = REGION_SCHEMA.append(pa.field(RC_COLUMN, pa.large_string()))
-# Columns of a written region row besides the embeddings.
-REGION_COLUMNS = (
-    "chunk_id",
-    "source",
-    "seq_id",
-    "start",
-    "end",
-    "strand",
-    "name",
-    "score",
-    "bed_strand",
-    "window_start",
-    "window_end",
-    "n_tokens",
-)
 
 
 class RegionWindowStage(LocusWindowStage):
-    needs = ("source", "seq_id", "record_index", "start", "end", "name", "score", "bed_strand")
-    adds = ("chunk_id", "strand", "window_start", "window_end", "span_start", "span_end")
+    needs = (SOURCE, SEQ_ID, RECORD_INDEX, START, END, NAME, SCORE, BED_STRAND)
+    adds = (CHUNK_ID, STRAND, WINDOW_START, WINDOW_END, SPAN_START, SPAN_END, SEQUENCE)
     skip_keys = ("source", "seq_id", "start", "end")
     schema, merge_schema = REGION_SCHEMA, REGION_MERGE_SCHEMA
 
@@ -132,6 +120,6 @@ class RegionWindowStage(LocusWindowStage):
                 "sequence": seq,
             }
             if self.cfg.merge_strands:
-                rec[RC_COLUMN] = reverse_complement(seq)
+                rec[SEQUENCE_RC] = reverse_complement(seq)
             out.add(**rec)
         return None

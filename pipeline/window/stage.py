@@ -8,24 +8,21 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from pipeline.config import NPolicy, WindowConfig
+from pipeline.rows import (
+    CHUNK_ID,
+    END,
+    MERGE_SCHEMA,
+    RECORD_INDEX,
+    SEQ_ID,
+    SEQUENCE,
+    SEQUENCE_RC,
+    SOURCE,
+    START,
+    STRAND,
+    WINDOW_SCHEMA,
+)
 from pipeline.stages import Stage, StatsSink, report_key
 from pipeline.window.windows import chunk_id, id_array, id_hash, reverse_complement, spans
-
-WINDOW_SCHEMA = pa.schema(
-    [
-        ("chunk_id", pa.string()),
-        ("source", pa.string()),
-        ("seq_id", pa.string()),
-        ("start", pa.int64()),
-        ("end", pa.int64()),
-        ("strand", pa.string()),
-        ("sequence", pa.large_string()),
-    ]
-)
-# window.reverse_complement=merge: each '+' row also carries its span's reverse complement,
-# so both strands are embedded side by side and merged into that one row.
-RC_COLUMN = "sequence_rc"
-MERGE_SCHEMA = WINDOW_SCHEMA.append(pa.field(RC_COLUMN, pa.large_string()))
 
 
 class Rows:
@@ -59,13 +56,19 @@ class Rows:
 
 
 class WindowStage(Stage):
-    needs = ("source", "seq_id", "record_index", "sequence")
-    adds = ("chunk_id", "start", "end", "strand")
+    needs = (SOURCE, SEQ_ID, RECORD_INDEX, SEQUENCE)
+    adds = (CHUNK_ID, START, END, STRAND)
 
     def __init__(self, cfg: WindowConfig, model_key: str, stats: StatsSink | None = None):
         self.cfg = cfg
         self.model_key = model_key
         self.stats = stats or StatsSink()
+        if cfg.merge_strands:
+            self.adds = (*self.adds, SEQUENCE_RC)
+
+    def columns_out(self, columns_in: tuple[str, ...]) -> tuple[str, ...]:
+        # Window rows replace the record rows.
+        return tuple((MERGE_SCHEMA if self.cfg.merge_strands else WINDOW_SCHEMA).names)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         self.check_columns(batch)
@@ -152,7 +155,7 @@ class WindowStage(Stage):
                     "sequence": sub if strand == "+" else reverse_complement(sub),
                 }
                 if c.merge_strands:
-                    row[RC_COLUMN] = reverse_complement(sub)
+                    row[SEQUENCE_RC] = reverse_complement(sub)
                 out.add(**row)
                 kept += 1
             if len(out) >= c.batch_windows:

@@ -10,10 +10,28 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
-
+from pipeline.rows import (
+    ALT,
+    ALT_INDEX,
+    CHUNK_ID,
+    END,
+    ID,
+    POS,
+    RECORD_INDEX,
+    REF,
+    SEQ_ID,
+    SEQUENCE,
+    SEQUENCE_ALT,
+    SEQUENCE_ALT_RC,
+    SEQUENCE_RC,
+    SOURCE,
+    START,
+    STRAND,
+    VARIANT_MERGE_SCHEMA,
+    VARIANT_SCHEMA,
+)
 from pipeline.window.loci import LocusWindowStage
-from pipeline.window.stage import RC_COLUMN, Rows
+from pipeline.window.stage import Rows
 from pipeline.window.windows import (
     alt_window_sequence,
     reverse_complement,
@@ -21,46 +39,10 @@ from pipeline.window.windows import (
     variant_window,
 )
 
-ALT_COLUMN = "sequence_alt"
-ALT_RC_COLUMN = "sequence_alt_rc"
-VARIANT_SCHEMA = pa.schema(
-    [
-        ("chunk_id", pa.string()),
-        ("source", pa.string()),
-        ("seq_id", pa.string()),
-        ("pos", pa.int64()),
-        ("id", pa.string()),
-        ("ref", pa.string()),
-        ("alt", pa.string()),
-        ("start", pa.int64()),
-        ("end", pa.int64()),
-        ("strand", pa.string()),
-        ("sequence", pa.large_string()),
-        (ALT_COLUMN, pa.large_string()),
-    ]
-)
-VARIANT_MERGE_SCHEMA = VARIANT_SCHEMA.append(pa.field(RC_COLUMN, pa.large_string())).append(
-    pa.field(ALT_RC_COLUMN, pa.large_string())
-)
-# Columns of a written variant row besides the scores (and kept embeddings).
-VARIANT_COLUMNS = (
-    "chunk_id",
-    "source",
-    "seq_id",
-    "pos",
-    "id",
-    "ref",
-    "alt",
-    "start",
-    "end",
-    "strand",
-    "n_tokens",
-)
-
 
 class VariantWindowStage(LocusWindowStage):
-    needs = ("source", "seq_id", "record_index", "alt_index", "pos", "id", "ref", "alt")
-    adds = ("chunk_id", "start", "end", "strand", "sequence", ALT_COLUMN)
+    needs = (SOURCE, SEQ_ID, RECORD_INDEX, ALT_INDEX, POS, ID, REF, ALT)
+    adds = (CHUNK_ID, START, END, STRAND, SEQUENCE, SEQUENCE_ALT)
     skip_keys = ("source", "seq_id", "pos", "id", "ref", "alt")
     id_keys = ("source", "record_index", "alt_index")
     schema, merge_schema = VARIANT_SCHEMA, VARIANT_MERGE_SCHEMA
@@ -128,10 +110,10 @@ class VariantWindowStage(LocusWindowStage):
                 "end": end,
                 "strand": strand,
                 "sequence": forward if strand == "+" else reverse_complement(forward),
-                ALT_COLUMN: alt_seq if strand == "+" else reverse_complement(alt_seq),
+                SEQUENCE_ALT: alt_seq if strand == "+" else reverse_complement(alt_seq),
             }
             if self.cfg.merge_strands:
-                rec[RC_COLUMN] = reverse_complement(forward)
-                rec[ALT_RC_COLUMN] = reverse_complement(alt_seq)
+                rec[SEQUENCE_RC] = reverse_complement(forward)
+                rec[SEQUENCE_ALT_RC] = reverse_complement(alt_seq)
             out.add(**rec)
         return None

@@ -26,37 +26,15 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
+from pipeline import kinds
 from pipeline.errors import OutputError
 from pipeline.storage import get_fs, is_local, join, write_atomic
 
-# Every output row: these columns, then one fixed_size_list<float32>[D] column per embedding
-# (`embedding` by default; the manifest lists them).
-OUTPUT_COLUMNS = ("chunk_id", "source", "seq_id", "start", "end", "strand", "n_tokens")
-# Rows within a shard, and a sorted load, follow genomic order.
-SORT_KEYS = [(k, "ascending") for k in ("source", "seq_id", "start", "end", "strand")]
-# The same per kind of input (manifest "input"); the chunk id breaks ties (a BED file may
-# list one interval twice, a VCF one allele twice).
-ROW_ORDER = {
-    "tiles": SORT_KEYS,
-    "regions": [*SORT_KEYS, ("chunk_id", "ascending")],
-    "variants": [
-        (k, "ascending") for k in ("source", "seq_id", "pos", "ref", "alt", "strand", "chunk_id")
-    ],
-}
-
 
 def row_order(manifest: dict) -> list[tuple[str, str]]:
-    """How a run's rows are ordered (runs before regions and variants tiled files)."""
-    return ROW_ORDER[manifest.get("input", "tiles")]
-
-
-def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    """[rows, D] vectors as an embedding column: fixed_size_list<float32>[D]."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    """How a run's rows are ordered, as its kind of input declares (runs before regions and
+    variants tiled files)."""
+    return kinds.get(manifest.get("input", "tiles")).row_order
 
 
 MANIFEST = "_manifest.json"

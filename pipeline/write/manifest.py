@@ -102,9 +102,11 @@ def build_manifest(
     strands: str,
     kind: str = "tiles",
     scores: list[dict] | None = None,
+    coordinates: str = "0-based half-open [start, end) on the forward strand (BED)",
 ) -> dict:
     """`embeddings`: {column, layer, pooling} per embedding column, layer non-negative;
-    `kind`: what was read (tiles, regions, variants); `scores`: variants' score columns."""
+    `kind`: what was read (pipeline/kinds/), with its `coordinates` and `scores` (its score
+    columns)."""
     shards = sorted(commits, key=lambda c: c["shard"])
     names = [c["shard"] for c in shards]
     if len(set(names)) != len(names):
@@ -130,7 +132,7 @@ def build_manifest(
         "strands": strands,
         "dim": dims.pop() if dims else None,
         "embedding_dtype": "float32",
-        "coordinates": COORDINATES[kind],
+        "coordinates": coordinates,
         "shards": [
             {
                 "path": f"{SHARDS}/{c['shard']}",
@@ -167,15 +169,6 @@ def build_manifest(
         "elapsed_s": round(elapsed_s, 3),
         "created": time.time(),
     }
-
-
-COORDINATES = {
-    "tiles": "0-based half-open [start, end) on the forward strand (BED)",
-    "regions": "start, end: the BED interval; window_start, window_end: what the model saw; "
-    "0-based half-open on the forward strand (BED)",
-    "variants": "pos: 1-based, as in the VCF; start, end: the reference window, 0-based "
-    "half-open on the forward strand (BED)",
-}
 
 
 def engine_timing(stats: dict) -> dict:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import OutputError
+from pipeline.rows import CHUNK_ID
 from pipeline.stages import Stage, StatsSink, report_key
 from pipeline.window.windows import ID_LEN, MASK, id_array, id_hash
 from pipeline.write.layout import COMMITS, SHARD_PREFIX, SHARDS, OutputDir
@@ -84,7 +85,7 @@ def scan_committed(out: OutputDir, fingerprint: str) -> Committed:
 class SkipCommitted(Stage):
     """Drops windows that a committed shard already holds, so a resumed run embeds the rest."""
 
-    needs = ("chunk_id",)
+    needs = (CHUNK_ID,)
 
     def __init__(self, done: Any, stats: StatsSink | None = None):
         self.done = done  # a Ray object ref (or the array itself) of sorted S32 ids

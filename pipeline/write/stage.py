@@ -10,35 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.embed.outputs import DEFAULT_COLUMN
+from pipeline.rows import DEFAULT_COLUMN, OUTPUT_COLUMNS, SORT_KEYS, WRITE_SCHEMA
 from pipeline.stages import RaySpec, Stage
 from pipeline.storage import failed_requests
 from pipeline.window.windows import id_array, id_hash
-from pipeline.write.layout import (
-    COMMITS,
-    OUTPUT_COLUMNS,
-    SHARD_PREFIX,
-    SHARDS,
-    SORT_KEYS,
-    OutputDir,
-)
-
-COMMIT_SCHEMA = pa.schema(
-    [
-        ("shard", pa.string()),
-        ("rows", pa.int64()),
-        ("bytes", pa.int64()),
-        ("sha256", pa.string()),
-        ("tokens", pa.int64()),
-        ("dim", pa.int64()),
-        ("ids_hash", pa.uint64()),
-    ]
-)
-
-
-# What a write task hands the driver: the commit, and the object store's failed requests the
-# write met (retried; pipeline.storage), for the manifest's count.
-ROW_SCHEMA = COMMIT_SCHEMA.append(pa.field("storage_retries", pa.int64()))
+from pipeline.write.layout import COMMITS, SHARD_PREFIX, SHARDS, OutputDir
 
 
 def shard_name(chunk_ids: list[str]) -> str:
@@ -50,7 +26,7 @@ def shard_name(chunk_ids: list[str]) -> str:
 
 
 class WriteStage(Stage):
-    adds = tuple(ROW_SCHEMA.names)
+    adds = tuple(WRITE_SCHEMA.names)
 
     def __init__(
         self,
@@ -73,6 +49,10 @@ class WriteStage(Stage):
         self.embeddings = tuple(embeddings)
         self.needs = (*row_columns, *self.embeddings)
         self.sort_keys = sort_keys or SORT_KEYS
+
+    def columns_out(self, columns_in: tuple[str, ...]) -> tuple[str, ...]:
+        # One row per shard written (its commit) replaces the rows.
+        return self.adds
 
     def ray_spec(self) -> RaySpec:
         # One shard per call.
@@ -107,4 +87,4 @@ class WriteStage(Stage):
         # The commit record follows the shard: a shard without one is not part of the run.
         out.write_json({**commit, "fingerprint": self.fingerprint}, COMMITS, f"{name}.json")
         row = {**commit, "storage_retries": failed_requests() - retried}
-        return pa.Table.from_pylist([row], schema=ROW_SCHEMA)
+        return pa.Table.from_pylist([row], schema=WRITE_SCHEMA)

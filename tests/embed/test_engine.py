@@ -9,9 +9,9 @@ from pipeline.embed.engine import (
     MOE_CONFIGS,
     MOE_ENV,
     OWNED_KEYS,
+    SERVICE_ENGINE_ENV,
     engine_env,
     engine_kwargs,
-    use_engine_env,
     use_moe_configs,
 )
 from pipeline.errors import ConfigError
@@ -55,13 +55,13 @@ def test_engine_env():
     assert engine_env({"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}) == {
         "VLLM_ENABLE_V1_MULTIPROCESSING": "1"
     }
-    # Set in the actor's process, where the user's runtime_env has not set them already.
-    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    use_engine_env(env)
-    assert env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    env = {}
-    use_engine_env(env)
-    assert env == in_process
+    # The service's engine runs in a process of its own; the user may say otherwise there too.
+    assert engine_env({}, SERVICE_ENGINE_ENV) == {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    assert engine_env({"VLLM_ENABLE_V1_MULTIPROCESSING": 0}, SERVICE_ENGINE_ENV) == {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0"
+    }
+    # The spec carries the whole environment: one place decides each value.
+    assert spec().env == in_process
 
 
 def test_moe_tiles_are_ours_on_gpu_unless_the_user_chose():

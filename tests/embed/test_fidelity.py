@@ -13,11 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.embed.outputs import DeviceHead, embedding_columns
+from pipeline.config import Config
+from pipeline.embed.core import EngineCore
+from pipeline.embed.outputs import DeviceHead, EmbeddingColumn, embedding_columns
 from pipeline.embed.reference import HFReferenceEmbedder
 from pipeline.embed.stage import EmbedStage
 from pipeline.load.loader import to_numpy
 from pipeline.read.fastx import iter_records
+from pipeline.rows import DEFAULT_COLUMN
 from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec
 from pipeline.window.windows import reverse_complement
 from tests.embed.conftest import cpu_spec
@@ -249,7 +252,8 @@ def windows(tiny_model, genome_fasta):
 
 @pytest.fixture(scope="module")
 def stage(tiny_model, vllm_inprocess):
-    s = EmbedStage(cpu_spec(tiny_model, engine_kwargs=ENGINE_KWARGS))
+    last = [EmbeddingColumn(DEFAULT_COLUMN, -1, "mean")]  # vLLM's own pooler
+    s = EmbedStage(EngineCore(cpu_spec(tiny_model, engine_kwargs=ENGINE_KWARGS), last))
     s.ensure_setup()
     return s
 
@@ -309,7 +313,7 @@ def layer_stage(tiny_model, vllm_inprocess):
     spec = cpu_spec(tiny_model, head=head.to_dict(), engine_kwargs=ENGINE_KWARGS)
     # Columns in another order than the engine's (sorted) layers: found by name, not place.
     columns = embedding_columns([2, 0, 1], POOLINGS, num_layers=2)
-    s = EmbedStage(spec, columns=columns)
+    s = EmbedStage(EngineCore(spec, columns))
     s.ensure_setup()
     return s
 
@@ -422,14 +426,15 @@ def region_table(tok_ids: pa.Array, spans: list[tuple[int, int]], rc: pa.Array |
     return pa.table(cols)
 
 
-def region_stage(layer_stage, **changes):
-    """The layer stage's engine, asked for region rows."""
-    from pipeline.config import InputKind
+def region_stage(layer_stage, max_model_len=None, flank=0, per_token=False):
+    """The layer stage's engine (started), asked for region rows: windows longer than
+    `max_model_len` tiled with `flank` tokens of context."""
+    from pipeline.kinds.regions import Regions
 
     s = copy.copy(layer_stage)
-    s.kind = InputKind.regions
-    for k, v in changes.items():
-        setattr(s, k, v)
+    s.core = copy.copy(layer_stage.core)
+    s.core.tile_tokens, s.core.flank, s.core.per_token = max_model_len, flank, per_token
+    s.kind = Regions(Config())
     return s
 
 
@@ -480,8 +485,8 @@ def test_a_region_longer_than_the_model_is_tiled_and_merged_exactly(
     seq = rec.sequence[15000:16000]
     ids = DnaTokenizer(TokenizerSpec(tiny_model)).encode(pa.array([seq], pa.large_string()))
     stage = region_stage(layer_stage, max_model_len=300, flank=50)
-    out, requests = stage.embed(region_table(ids, [(100, 900)]))
-    assert len(requests.prompts) == 4
+    out, got = stage.embed(region_table(ids, [(100, 900)]))
+    assert got.requests == 4
     tokens = ids.to_pylist()[0]
     # Windows [50, 350), [250, 550), [450, 750), [650, 950), each pooled over its [50, 250).
     tiles = [tokens[lo - 50 : lo + 250] for lo in (100, 300, 500, 700)]
@@ -541,7 +546,7 @@ def test_per_token_states_of_spans_tiles_and_strands_match_hf(
 def test_variant_scores_with_merged_strands_match_hf(layer_stage, hf, tiny_model, genome_fasta):
     """Variants with window.reverse_complement=merge: each of the reference and alternate
     embeddings is the mean of its two strands, then scored in float64."""
-    from pipeline.config import InputKind
+    from pipeline.kinds.variants import Variants
 
     (rec,) = list(iter_records(str(genome_fasta)))
     ref = rec.sequence[2000:2600]
@@ -575,10 +580,10 @@ def test_variant_scores_with_merged_strands_match_hf(layer_stage, hf, tiny_model
         }
     )
     stage = copy.copy(layer_stage)
-    stage.kind = InputKind.variants
-    out, requests = stage.embed(table)
+    stage.kind = Variants(Config())
+    out, got = stage.embed(table)
     # The reference window (both strands) is shared by the two rows: embedded once.
-    assert len(requests.prompts) == 2 + 2 * n
+    assert got.requests == 2 + 2 * n
 
     def both(seqs):
         rc = [reverse_complement(s) for s in seqs]

@@ -15,15 +15,14 @@ from pipeline.embed.outputs import (
     ARCHITECTURE,
     CONFIG_KEY,
     DeviceHead,
-    column_name,
     embedding_columns,
     is_native,
-    parse_column,
     resolve_layers,
 )
+from pipeline.embed.plan import embedding_head
 from pipeline.embed.plugin import GROUP, TARGET, make_discoverable
 from pipeline.errors import ConfigError
-from pipeline.run import embedding_head
+from pipeline.rows import column_name, parse_column
 from tests.conftest import compose_config
 from tests.embed.conftest import cpu_spec
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.embed.outputs import parse_column
+from pipeline.rows import parse_column
 from pipeline.write.layout import MANIFEST, OutputDir
 from pipeline.write.manifest import build_manifest, claim_output
 from pipeline.write.stage import WriteStage

@@ -16,20 +16,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import (
-    InputConfig,
-    Progress,
-    WindowConfig,
-    compose,
-    fingerprint_fields,
-    to_config,
-)
+from pipeline.compose import compose, to_config
+from pipeline.config import InputConfig, Progress, WindowConfig
 from pipeline.console import ProgressReporter
 from pipeline.errors import ConfigError, InputError
-from pipeline.read.pieces import PIECE_COLUMNS, boundaries, final_start, parts, plan_pieces
+from pipeline.identity import fingerprint_fields
+from pipeline.read.pieces import boundaries, final_start, parts, plan_pieces
 from pipeline.read.reference import Reference
 from pipeline.read.sources import expand_inputs
 from pipeline.read.stage import ReadStage
+from pipeline.rows import PIECE_COLUMNS
 from pipeline.stages import StatsSink
 from pipeline.window.stage import WindowStage
 from pipeline.window.windows import MASK, spans

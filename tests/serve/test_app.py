@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import compose, to_config
+from pipeline.compose import compose, to_config
 from pipeline.errors import ConfigError
 from pipeline.serve.app import deployment_options, key_digest
 from pipeline.serve.service import plan_service

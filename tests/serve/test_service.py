@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.config import Strands, compose, to_config
+from pipeline.compose import compose, to_config
+from pipeline.config import Strands
 from pipeline.serve.api import ApiError, EmbeddingRequest
 from pipeline.serve.service import Embedder, EngineQueue, Job, plan_service
 from pipeline.window.windows import reverse_complement

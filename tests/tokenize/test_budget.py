@@ -7,7 +7,7 @@ import shutil
 
 import pyarrow as pa
 
-from pipeline.config import compose, to_config
+from pipeline.compose import compose, to_config
 from pipeline.read.sources import expand_inputs
 from pipeline.tokenize.budget import PACKS_PER_ENGINE, estimated_tokens, pack_budget
 from pipeline.tokenize.pack import pack

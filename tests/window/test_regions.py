@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import InputConfig, OnError, WindowConfig
 from pipeline.errors import InputError
-from pipeline.read.stage import INTERVAL_SCHEMA
+from pipeline.rows import INTERVAL_SCHEMA
 from pipeline.stages import StatsSink
 from pipeline.window.regions import RegionWindowStage
 from pipeline.window.windows import reverse_complement

@@ -5,8 +5,9 @@ import pytest
 
 from pipeline.config import WindowConfig
 from pipeline.read.stage import ReadStage
+from pipeline.rows import WINDOW_SCHEMA
 from pipeline.stages import StatsSink
-from pipeline.window.stage import WINDOW_SCHEMA, WindowStage
+from pipeline.window.stage import WindowStage
 from pipeline.window.windows import reverse_complement
 from tests.fastx_fixtures import fasta_text, fastq_text, random_records, write
 

@@ -7,9 +7,9 @@ import pytest
 
 from pipeline.config import InputConfig, OnError, WindowConfig
 from pipeline.errors import InputError
-from pipeline.read.stage import ALLELE_SCHEMA
+from pipeline.rows import ALLELE_SCHEMA, SEQUENCE_ALT
 from pipeline.stages import StatsSink
-from pipeline.window.variants import ALT_COLUMN, VariantWindowStage
+from pipeline.window.variants import VariantWindowStage
 from pipeline.window.windows import reverse_complement
 
 
@@ -63,15 +63,17 @@ def test_reference_and_alternate_windows(reference):
     snv, dele, ins, mnv = rows
     assert (snv["start"], snv["end"]) == (2499, 3499)
     assert snv["sequence"] == a[2499:3499]
-    assert snv[ALT_COLUMN] == a[2499:2999] + snv["alt"] + a[3000:3499]
+    assert snv[SEQUENCE_ALT] == a[2499:2999] + snv["alt"] + a[3000:3499]
     assert (dele["start"], dele["end"]) == (0, 1000)
     # Two bases deleted: the alternate window is filled from the contig to 1000 bases.
-    assert dele[ALT_COLUMN] == a[:4] + a[4] + a[7:1002]
+    assert dele[SEQUENCE_ALT] == a[:4] + a[4] + a[7:1002]
     assert (ins["start"], ins["end"]) == (11000, 12000)
     # Two bases inserted at the contig's end: the window is cut at 1000.
-    assert ins[ALT_COLUMN] == (a[11000:11990] + "GG" + a[11990:])[:1000]
-    assert mnv["sequence"] == b[1999:2999] and mnv[ALT_COLUMN] == b[1999:2499] + "TT" + b[2501:2999]
-    assert all(len(r[ALT_COLUMN]) == 1000 for r in rows)
+    assert ins[SEQUENCE_ALT] == (a[11000:11990] + "GG" + a[11990:])[:1000]
+    assert (
+        mnv["sequence"] == b[1999:2999] and mnv[SEQUENCE_ALT] == b[1999:2499] + "TT" + b[2501:2999]
+    )
+    assert all(len(r[SEQUENCE_ALT]) == 1000 for r in rows)
     assert [r["pos"] for r in rows] == [3000, 5, 11990, 2500]  # 1-based, as in the VCF
 
 
@@ -80,9 +82,9 @@ def test_strands(reference):
     a = contigs["chrA"]
     plus, minus = run(reference, alleles(("chrA", 3000, a[2999], "N")), reverse_complement=True)
     assert minus["sequence"] == reverse_complement(plus["sequence"])
-    assert minus[ALT_COLUMN] == reverse_complement(plus[ALT_COLUMN])
+    assert minus[SEQUENCE_ALT] == reverse_complement(plus[SEQUENCE_ALT])
     (merged,) = run(reference, alleles(("chrA", 3000, a[2999], "N")), reverse_complement="merge")
-    assert merged["sequence_alt_rc"] == reverse_complement(merged[ALT_COLUMN])
+    assert merged["sequence_alt_rc"] == reverse_complement(merged[SEQUENCE_ALT])
 
 
 def test_ref_mismatch_and_unknown_contig(reference):

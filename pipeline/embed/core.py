@@ -1,0 +1,325 @@
+"""The engine core: token ids (with spans and strands) in, named float columns out.
+
+Batch runs (pipeline/embed/stage.py, rows of packs) and the service (pipeline/serve/service.py,
+requests) both call it; neither knows the other's inputs. One core owns one engine: it builds
+it (with the environment its spec declares) and calls it in a thread of its own, whichever
+thread asks (Ray Data calls an actor's function from another thread than the one that built
+it); after a failed call it is broken for good (its process is replaced, never reused). It
+asks the engine for each distinct (tokens, span) once per call, tiles a window longer than the
+model takes and merges the tiles' poolings, and averages an item's strands.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.embed.engine import EngineSpec, build_llm
+from pipeline.embed.outputs import SPAN_KEY, TOKENS_KEY, DeviceHead, EmbeddingColumn
+from pipeline.rows import tokens_column
+
+
+class EmbeddingMismatch(RuntimeError):
+    """The engine answered for other tokens than it was given: never write such a result."""
+
+
+class EngineBroken(RuntimeError):
+    """An earlier call failed: this engine gives no more answers."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """One strand of an item, as the engine sees it."""
+
+    ids: np.ndarray
+    span: tuple[int, int] | None = None
+    """The token range [a, b) pooled over; None: the whole window."""
+    reverse: bool = False
+    """The reverse complement: its per-token states come back base by base in forward order."""
+
+
+Item = Sequence[Window]
+"""What one answer is made of: its strands' windows (their embeddings averaged)."""
+
+
+@dataclass
+class Embedded:
+    """The answer to one call, per item in the order given."""
+
+    vectors: dict[str, np.ndarray]
+    """Embedding column -> [items, hidden] float32."""
+    states: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    """With per-token output: `tokens_l<k>` -> per item its span's [tokens, hidden] float32."""
+    requests: int = 0
+    """Distinct engine requests run."""
+    tokens: int = 0
+    """Tokens the engine ran."""
+    shared: int = 0
+    """Windows asked for but answered by an identical one of the same call."""
+
+
+@dataclass
+class _Requests:
+    """The distinct engine requests of one call, and which windows use each."""
+
+    prompts: list = field(default_factory=list)
+    spans: list = field(default_factory=list)
+    tokens: int = 0
+    uses: int = 0
+    _index: dict = field(default_factory=dict)
+
+    def add(self, ids: np.ndarray, span: tuple[int, int] | None) -> int:
+        self.uses += 1
+        if span == (0, len(ids)):
+            span = None
+        key = (hashlib.blake2b(ids.tobytes(), digest_size=16).digest(), span)
+        if key not in self._index:
+            self._index[key] = len(self.prompts)
+            self.prompts.append(ids)
+            self.spans.append(span)
+            self.tokens += len(ids)
+        return self._index[key]
+
+
+class EngineCore:
+    """One engine and what is computed around it. Cheap to build and to pickle; `start()`
+    builds the engine in the thread that will call it."""
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        columns: list[EmbeddingColumn],
+        per_token: bool = False,
+        tile_tokens: int | None = None,
+        flank: int = 0,
+    ):
+        self.spec = spec
+        self.columns = columns
+        self.per_token = per_token
+        # Windows longer than tile_tokens are tiled (regions), each tile with up to `flank`
+        # tokens of context either side; None: never (a longer window is the caller's error).
+        self.tile_tokens = tile_tokens
+        self.flank = flank
+        self.llm: Any = None
+        self.dimension: int | None = None
+        self.broken: BaseException | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._thread: int | None = None
+
+    @property
+    def head(self) -> DeviceHead | None:
+        return DeviceHead.from_dict(self.spec.head) if self.spec.head is not None else None
+
+    @property
+    def state_columns(self) -> tuple[str, ...]:
+        """The per-token outputs (`tokens_l<k>` per layer of the head), if asked for."""
+        if not self.per_token:
+            return ()
+        if self.head is None:
+            raise ValueError("per-token output runs on dnaembed's head, not vLLM's pooler")
+        return tuple(tokens_column(k) for k in self.head.layers)
+
+    def start(self) -> dict[str, float]:
+        """Build the engine and run one tiny request (the first real call then pays no lazy
+        initialisation). Returns when it started, imported vLLM, built the engine and was
+        ready: what start-up is made of."""
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engine")
+        return self._in_thread(self._start)
+
+    def embed(self, items: Sequence[Item]) -> Embedded:
+        """Each item's embedding columns (and per-token states), its strands averaged."""
+        if self._pool is None:
+            raise RuntimeError("the engine core is not started")
+        if self.broken is not None:
+            raise EngineBroken(f"an earlier engine call failed: {self.broken!r}") from self.broken
+        return self._in_thread(self._embed, items)
+
+    def _in_thread(self, fn: Any, *args: Any) -> Any:
+        """`fn(*args)` in the engine's thread (directly when already there)."""
+        if threading.get_ident() == self._thread:
+            return fn(*args)
+        assert self._pool is not None
+        return self._pool.submit(fn, *args).result()
+
+    def _start(self) -> dict[str, float]:
+        self._thread = threading.get_ident()
+        t0 = time.time()
+        from vllm.inputs import TokensPrompt
+
+        t1 = time.time()
+        self.llm = build_llm(self.spec)
+        t2 = time.time()
+        (out,) = self.llm.encode(
+            [TokensPrompt(prompt_token_ids=[0] * 16)], pooling_task="embed", use_tqdm=False
+        )
+        size = out.outputs.data.numel()
+        head = self.head
+        self.dimension = size // (len(head.layers) * len(head.poolings)) if head else size
+        return {"t0": t0, "imported": t1, "built": t2, "ready": time.time()}
+
+    def _embed(self, items: Sequence[Item]) -> Embedded:
+        requests = _Requests()
+        # Per item, per strand: the (request, weight) parts of its window. Asked strand by
+        # strand (every item's first window, then every second one), so the engine gets the
+        # forward windows of a call together.
+        parts: list[list[list]] = [[] for _ in items]
+        for j in range(max((len(item) for item in items), default=0)):
+            for item, got in zip(items, parts, strict=True):
+                if len(item) > j:
+                    got.append(self._tiles(item[j], requests))
+        try:
+            vectors, states = self._encode(requests)
+        except BaseException as e:
+            self.broken = e
+            raise
+        pooled = self._merge_strands(vectors, parts)
+        out = Embedded(
+            self._split(pooled),
+            requests=len(requests.prompts),
+            tokens=requests.tokens,
+            shared=requests.uses - len(requests.prompts),
+        )
+        if states is not None:
+            out.states = self._per_token(states, items, parts)
+        return out
+
+    def _tiles(self, window: Window, requests: _Requests) -> list[tuple[int, int]]:
+        tokens = window.ids
+        n = len(tokens)
+        span = window.span or (0, n)
+        limit = self.tile_tokens
+        if limit is None or n <= limit:
+            return [(requests.add(tokens, span), span[1] - span[0])]
+        # Tiles of the span; their poolings merge exactly (mean by token counts, max of
+        # maxes, the last tile's last).
+        core = limit - 2 * self.flank
+        a, b = span
+        tiles = []
+        for lo in range(a, b, core):
+            hi = min(b, lo + core)
+            w0, w1 = max(0, lo - self.flank), min(n, hi + self.flank)
+            tiles.append((requests.add(tokens[w0:w1], (lo - w0, hi - w0)), hi - lo))
+        return tiles
+
+    def _encode(self, requests: _Requests) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """[requests, K] pooled vectors, and with per-token output each request's span as
+        [tokens, layers, hidden]."""
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=ids.tolist()) for ids in requests.prompts]
+        params = None
+        if self.per_token or any(s is not None for s in requests.spans):
+            params = [
+                PoolingParams(
+                    extra_kwargs={
+                        **({SPAN_KEY: list(s)} if s is not None else {}),
+                        **({TOKENS_KEY: True} if self.per_token else {}),
+                    }
+                    or None
+                )
+                for s in requests.spans
+            ]
+        outputs = self.llm.encode(prompts, params, pooling_task="embed", use_tqdm=False)
+        if len(outputs) != len(prompts):
+            raise EmbeddingMismatch(f"{len(prompts)} prompts but {len(outputs)} embeddings")
+        vectors = []
+        for i, (prompt, out) in enumerate(zip(prompts, outputs, strict=True)):
+            got = out.prompt_token_ids
+            sent = prompt["prompt_token_ids"]
+            # Callers match answers by their own ids; this proves the engine kept the order.
+            if len(got) != len(sent) or got[:8] != sent[:8] or got[-8:] != sent[-8:]:
+                raise EmbeddingMismatch(f"engine output {i} does not match its prompt")
+            vectors.append(out.outputs.data.float().numpy())
+        states = None
+        if self.per_token:
+            vectors, states = self._split_states(vectors, requests)
+        emb = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+        if emb.ndim != 2 or not np.isfinite(emb).all():
+            raise EmbeddingMismatch(f"engine returned non-finite or ragged embeddings {emb.shape}")
+        return emb, states
+
+    def _split_states(
+        self, vectors: list[np.ndarray], requests: _Requests
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each engine output = the pooled vector, then the span's [tokens, layers, hidden]."""
+        head = self.head
+        assert head is not None
+        n_l, n_p = len(head.layers), len(head.poolings)
+        pooled, states = [], []
+        for v, ids, span in zip(vectors, requests.prompts, requests.spans, strict=True):
+            n = (span[1] - span[0]) if span is not None else len(ids)
+            d, rest = divmod(v.size, n_l * (n_p + n))
+            if rest:
+                raise EmbeddingMismatch(f"engine output of {v.size} values for {n} tokens")
+            pooled.append(v[: n_l * n_p * d])
+            states.append(v[n_l * n_p * d :].reshape(n, n_l, d))
+        return pooled, states
+
+    def _merge_strands(self, vectors: np.ndarray, parts: list[list[list]]) -> np.ndarray:
+        """[items, K]: the mean over each item's strands of its windows' vectors."""
+        strands = max((len(p) for p in parts), default=0)
+        acc = np.zeros((len(parts), vectors.shape[1] if vectors.size else 0), np.float32)
+        count = np.zeros((len(parts), 1), np.float32)
+        for j in range(strands):
+            rows = [i for i, p in enumerate(parts) if len(p) > j]
+            acc[rows] += self._merge_tiles(vectors, [parts[i][j] for i in rows])
+            count[rows] += 1
+        return acc / np.maximum(count, np.float32(1))
+
+    def _merge_tiles(self, vectors: np.ndarray, windows: list[list]) -> np.ndarray:
+        """[windows, K]: each window's vector, its tiles' poolings merged where it has several."""
+        out = vectors[[tiles[0][0] for tiles in windows]] if windows else vectors[:0]
+        for i, tiles in enumerate(windows):
+            if len(tiles) > 1:
+                out[i] = self._merge(vectors[[r for r, _ in tiles]], [w for _, w in tiles])
+        return out
+
+    def _merge(self, tiles: np.ndarray, weights: list[int]) -> np.ndarray:
+        """One vector from a window's tiles, pooling by pooling."""
+        head = self.head
+        assert head is not None
+        n_l, n_p = len(head.layers), len(head.poolings)
+        t = tiles.reshape(len(tiles), n_l, n_p, -1).astype(np.float64)
+        out = np.empty(t.shape[1:], dtype=np.float64)
+        w = np.asarray(weights, dtype=np.float64)
+        for j, how in enumerate(head.poolings):
+            if how == "mean":
+                out[:, j] = np.tensordot(w, t[:, :, j], axes=1) / w.sum()
+            elif how == "max":
+                out[:, j] = t[:, :, j].max(axis=0)
+            else:  # last: the last tile holds the span's last token
+                out[:, j] = t[-1, :, j]
+        return out.reshape(-1).astype(np.float32)
+
+    def _split(self, emb: np.ndarray) -> dict[str, np.ndarray]:
+        """The engine's vector per item -> one [items, hidden] array per column."""
+        head = self.head
+        if head is None:
+            return {self.columns[0].column: emb}
+        d = emb.shape[1] // (len(head.layers) * len(head.poolings)) if emb.size else 0
+        out = {}
+        for c in self.columns:
+            i = head.index(c.layer, c.pooling)
+            out[c.column] = emb[:, i * d : (i + 1) * d]
+        return out
+
+    def _per_token(
+        self, states: list[np.ndarray], items: Sequence[Item], parts: list[list[list]]
+    ) -> dict[str, list[np.ndarray]]:
+        """Per item: its span's states per layer, tiles joined, strands averaged base by base."""
+        merged = []
+        for item, strands in zip(items, parts, strict=True):
+            per_strand = []
+            for window, tiles in zip(item, strands, strict=True):
+                s = np.concatenate([states[r] for r, _ in tiles])
+                per_strand.append(s[::-1] if window.reverse else s)
+            merged.append(sum(per_strand) / np.float32(len(per_strand)))
+        return {name: [m[:, li] for m in merged] for li, name in enumerate(self.state_columns)}

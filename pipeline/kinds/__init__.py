@@ -1,0 +1,242 @@
+"""Kinds of input: what a run reads, and everything that follows from it.
+
+Each kind is one object (one module of this package): the input key that selects it, its
+read and window stages, the columns and order of its written rows, the columns its engine
+answers become, its manifest entries and its header line. The kind of a run is decided once,
+in the plan (`kind_of`); nothing else asks what was read. A new kind of input is a new module
+here that subclasses `Kind` (its key in `InputConfig` beside the others).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.errors import ConfigError
+from pipeline.rows import (
+    N_TOKENS,
+    TOKEN_IDS,
+    TOKEN_IDS_RC,
+    embedding_array,
+    token_states_array,
+    token_states_type,
+    tokens_column,
+    vector_type,
+)
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+    from pipeline.embed.outputs import EmbeddingColumn
+    from pipeline.read.sources import Source
+    from pipeline.stages import Stage, StatsSink
+    from pipeline.tokenize.tokenizer import DnaTokenizer
+
+
+DEFAULT_ROLE = ""
+"""The role of a kind that embeds one sequence per row (its columns carry no suffix)."""
+
+
+def _is_set(value: Any) -> bool:
+    return value not in (None, "", [], ())
+
+
+class Kind:
+    """One kind of input. Instances hold the run's config; cheap to build and to pickle."""
+
+    name: ClassVar[str]
+    """Its name in manifests, Parquet metadata and the row order."""
+    key: ClassVar[str]
+    """The `input.<key>` that selects it."""
+    reference: ClassVar[bool] = False
+    """Reads loci of input.reference (an indexed FASTA) rather than files to tile."""
+    takes_flank: ClassVar[bool] = False
+    """window.flank applies."""
+    per_token: ClassVar[bool] = True
+    """embed.per_token applies."""
+    tiled: ClassVar[bool] = False
+    """A window longer than the model takes is tiled by the engine core, not refused."""
+    roles: ClassVar[dict[str, tuple[str, str]]] = {DEFAULT_ROLE: (TOKEN_IDS, TOKEN_IDS_RC)}
+    """What the engine embeds per row: role -> (token ids, reverse-complement token ids)."""
+    row_columns: ClassVar[tuple[str, ...]]
+    """The written row's own columns (before the engine's)."""
+    window_schema: ClassVar[pa.Schema]
+    """The window stage's rows (types of the row's own columns)."""
+    row_order: ClassVar[list[tuple[str, str]]]
+    """How written rows are sorted (each shard, and the loaders)."""
+    coordinates: ClassVar[str]
+    """The manifest's `coordinates`: how to read the row's positions."""
+    loci: ClassVar[str] = "records"
+    """What one input line is, in messages."""
+    shown_coordinates: ClassVar[str] = "0-based half-open coordinates"
+    """How `locus` shows a row's position (output summaries)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    # ---- the config ----
+
+    def check(self) -> None:
+        """Checks across keys that depend on the kind."""
+        cfg = self.cfg
+        if cfg.window.flank and not self.takes_flank:
+            raise ConfigError("window.flank applies to input.regions only")
+        if cfg.embed.per_token and not self.per_token:
+            raise ConfigError("embed.per_token applies to input.regions and input.variants")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Fingerprint fields of this kind beyond the common ones."""
+        return {}
+
+    def spans(self) -> bool:
+        """Rows pool over a part of their window (only our engine model does)."""
+        return False
+
+    def paths(self) -> Any:
+        return getattr(self.cfg.input, self.key)
+
+    # ---- the plan ----
+
+    def check_fits(self, tokenizer: DnaTokenizer) -> None:
+        from pipeline.tokenize.tokenizer import check_window_fits
+
+        check_window_fits(tokenizer, self.cfg.window.size, self.cfg.model.max_model_len)
+
+    def window_tokens(self, tokenizer: DnaTokenizer) -> int:
+        """The most tokens one window has."""
+        return tokenizer.max_tokens(self.cfg.window.size)
+
+    def items(self, sources: list[Source], storage: dict) -> list[dict]:
+        """The read tasks' rows: one per file."""
+        return [{"source": s.uri} for s in sources]
+
+    def estimated_tokens(self, sources: list[Source]) -> int | None:
+        """The engine tokens of the whole input, roughly; None when unknown (then: large)."""
+        return None
+
+    def read_stages(self, model_key: str, stats: StatsSink) -> list[Stage]:
+        """The stages from a read task's row to windows with their sequences."""
+        raise NotImplementedError
+
+    def precheck(self, sources: list[Source], read: list[Stage]) -> None:
+        """The input's cheap checks on the driver (pipeline/precheck.py)."""
+
+    # ---- what is written ----
+
+    def outputs(self, columns: list[EmbeddingColumn]) -> list[str]:
+        """The columns the engine's answers become, in written order."""
+        return [c.column for c in columns]
+
+    def output_types(self, columns: list[EmbeddingColumn], hidden: int) -> dict[str, pa.DataType]:
+        return {name: vector_type(hidden) for name in self.outputs(columns)}
+
+    def state_columns(self, layers: tuple[int, ...]) -> list[str]:
+        """embed.per_token's columns, per layer of the head (and role)."""
+        suffixes = [self.role_suffix(r) for r in self.roles]
+        return [tokens_column(k, s) for k in layers for s in suffixes]
+
+    def role_suffix(self, role: str) -> str:
+        return f"_{role}" if role != DEFAULT_ROLE else ""
+
+    def schema(self, columns: list[EmbeddingColumn], layers: tuple[int, ...], hidden: int):
+        """The written rows' schema, with no row at hand."""
+        types = {f.name: f.type for f in self.window_schema}
+        types[N_TOKENS] = pa.int32()
+        types |= self.output_types(columns, hidden)
+        states = self.state_columns(layers)
+        types |= {name: token_states_type(hidden) for name in states}
+        names = [*self.row_columns, *self.outputs(columns), *states]
+        return pa.schema([(name, types[name]) for name in names])
+
+    def written(
+        self,
+        rows: pa.Table,
+        columns: list[EmbeddingColumn],
+        vectors: dict[str, dict[str, np.ndarray]],
+        states: dict[str, dict[str, list[np.ndarray]]],
+    ) -> pa.Table:
+        """The row's own columns, then the engine's per role: `vectors[role][column]`
+        [rows, hidden], `states[role]['tokens_l<k>']` per row [tokens, hidden]."""
+        out = rows
+        for c in columns:
+            out = out.append_column(c.column, embedding_array(vectors[DEFAULT_ROLE][c.column]))
+        return self._add_states(out, states)
+
+    def _add_states(self, out: pa.Table, states: dict[str, dict[str, list]]) -> pa.Table:
+        for role, by_layer in states.items():
+            for name, arrays in by_layer.items():
+                out = out.append_column(name + self.role_suffix(role), token_states_array(arrays))
+        return out
+
+    # ---- the manifest and the console ----
+
+    def manifest_embeddings(self, columns: list[EmbeddingColumn]) -> list[dict]:
+        """The embedding (vector) columns written: {column, layer, pooling[, allele]}."""
+        from dataclasses import asdict
+
+        return [asdict(c) for c in columns]
+
+    def manifest_scores(self, columns: list[EmbeddingColumn]) -> list[dict]:
+        """Score columns: {column, embedding, metric}."""
+        return []
+
+    def header(self, first: str, what: str, columns: list[EmbeddingColumn]) -> tuple[str, str, str]:
+        """(input, window shape, outputs) of the run's header line."""
+        raise NotImplementedError
+
+    @staticmethod
+    def locus(row: dict) -> str:
+        """A written row's place, for people (`python -m pipeline.load`)."""
+        return f"{row['seq_id']}:{row['start']}-{row['end']}({row['strand']})"
+
+
+def _discover() -> dict[str, type[Kind]]:
+    kinds: dict[str, type[Kind]] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, Kind) and obj is not Kind:
+                kinds[obj.name] = obj
+    return kinds
+
+
+KINDS = _discover()
+
+
+def get(name: str) -> type[Kind]:
+    """The kind named in a manifest."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown kind of input {name!r} (known: {', '.join(KINDS)})") from None
+
+
+def kind_of(cfg: Config) -> Kind:
+    """What the run reads: files to tile (input.path), BED regions or VCF variants."""
+    i = cfg.input
+    by_key = {k.key: k for k in KINDS.values()}
+    # In the order InputConfig declares the keys.
+    given = [f.name for f in fields(i) if f.name in by_key and _is_set(getattr(i, f.name))]
+    if not given:
+        raise ConfigError(
+            "missing input: pass input=PATH (FASTA/FASTQ to tile), or input.reference=FASTA "
+            "with input.regions=BED or input.variants=VCF"
+        )
+    if len(given) > 1:
+        raise ConfigError(
+            f"a run reads one input, got {', '.join('input.' + k for k in given)}: "
+            "run them separately"
+        )
+    kind = by_key[given[0]]
+    if not kind.reference and _is_set(i.reference):
+        raise ConfigError(
+            "input.reference is read for input.regions or input.variants; input.path "
+            "files are tiled whole"
+        )
+    if kind.reference and not _is_set(i.reference):
+        raise ConfigError(f"input.{kind.key} needs input.reference=FASTA (indexed, or bgzip)")
+    return kind(cfg)
