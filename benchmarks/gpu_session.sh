@@ -1,47 +1,47 @@
 #!/usr/bin/env bash
-# One way to reproduce each table of BENCHMARKS.md, on the device tool's machines, one mode a
-# call: `bash benchmarks/gpu_session.sh MODE`. BENCHMARKS.md, "How to reproduce", maps every
-# table to its mode and says how to stage the GPU kit (in /tmp/site) and Ray's dashboard extras
-# (wheels in .whl/, for ray-jobs) on a fresh machine.
+# One way to reproduce each figure of BENCHMARKS.md, on the device tool's machines, one mode a
+# call: `bash benchmarks/gpu_session.sh MODE`. BENCHMARKS.md, "How to reproduce", says how to
+# stage the GPU kit (in /tmp/site) and Ray's dashboard extras (wheels in .whl/, for ray-jobs)
+# on a fresh machine. Each mode runs one question module of benchmarks/questions/.
 #
-#   mode                machine          about   BENCHMARKS.md
+#   mode                machine          about   BENCHMARKS.md section (question module)
 #   prep                any              3 min   (models and workloads the others share)
-#   engine-vs-pipeline  nvidia-h200      8 min   genome table (session 3); engine and dnaembed
-#                                                of the Ray Data LLM table (session 4) and of
-#                                                the 1.2B tables (sessions 1-2)
-#   raydata-llm         nvidia-h200      7 min   Ray Data LLM column (session 4)
-#   hf-fidelity         nvidia-h200      8 min   both float32 fidelity tables; HF rows and the
-#                                                Pearson / rel L2 columns of the other tables
-#   moe-kernel          nvidia-h200      3 min   MoE kernel tiles, kernel alone (session 4)
-#   moe-tiles           nvidia-h200      9 min   10B end to end, vLLM's vs the shipped tiles
-#                                                (session 4); 10B engine and dnaembed rows
-#   mfu-knobs           nvidia-h200      5 min   10B MFU knobs (session 1)
-#   ray-jobs            nvidia-h200-x2   7 min   Ray jobs on two GPUs (session 3)
-#   scaling             nvidia-h200-x4   6 min   Scaling, 1 vs 4 engines (session 1)
-#   layers-1_2b         nvidia-h200-x2   9 min   layers and poolings, 1.2B (session 6)
-#   layers-10b          nvidia-h200-x2   8 min   layers and poolings, 10B, TP=2 (session 6)
-#   loci-1_2b           nvidia-h200      5 min   regions and variants, 1.2B (session 7)
-#   loci-10b            nvidia-h200      7 min   regions and variants, 10B (session 7)
-#   startup-1_2b        nvidia-h200      6 min   start-up, 1.2B: fresh, second, old defaults (8)
-#   startup-10b         nvidia-h200      9 min   start-up 10B; FP8 and compiled vs eager (8)
-#   tp2                 nvidia-h200-x2   4 min   10B TP=2 through the CLI (session 8)
-#   scale               nvidia-h200-x2   7 min   the user's command at scale: 1.2B, 160 Mbp,
-#                                                2 engines, against 2 x the bare engine
-#   serve               nvidia-h200      7 min   dnaembed-serve vs vllm serve, 1.2B (session 10)
-#   genome              nvidia-h200-x2   6 min   human chromosomes through the CLI, one engine
-#                                                per GPU, projected to the genome on 8 (issue 18)
+#   engine-vs-pipeline  nvidia-h200      8 min   Engine vs pipeline, 1.2B (engine_vs_pipeline)
+#   raydata-llm         nvidia-h200      7 min   Engine vs pipeline: Ray Data LLM
+#   hf-fidelity         nvidia-h200      8 min   Engine vs pipeline: HF rows and fidelity
+#   moe-kernel          nvidia-h200      3 min   MoE tuning: the kernel alone (moe_tune)
+#   moe-tiles           nvidia-h200      9 min   MoE tuning: 10B end to end, vLLM's vs the
+#                                                shipped tiles; Engine vs pipeline, 10B
+#   mfu-knobs           nvidia-h200      5 min   MoE tuning: 10B MFU knobs, vLLM's tiles
+#   ray-jobs            nvidia-h200-x2   7 min   Scale: Ray jobs on two GPUs (ray_jobs)
+#   scaling             nvidia-h200-x4   6 min   Scale: 1 vs 4 engines (engine_vs_pipeline)
+#   layers-1_2b         nvidia-h200-x2   9 min   Layers and poolings, 1.2B (layers)
+#   layers-10b          nvidia-h200-x2   8 min   Layers and poolings, 10B and TP=2 (layers)
+#   loci-1_2b           nvidia-h200      5 min   Regions and variants, 1.2B (loci)
+#   loci-10b            nvidia-h200      7 min   Regions and variants, 10B (loci)
+#   startup-1_2b        nvidia-h200      6 min   Start-up, 1.2B: fresh, second, old defaults
+#                                                (startup)
+#   startup-10b         nvidia-h200      9 min   Start-up, 10B (startup); FP8 (fp8)
+#   tp2                 nvidia-h200-x2   4 min   Start-up and Scale: 10B TP=2 (scale)
+#   scale               nvidia-h200-x2   7 min   Scale: the user's command, 1.2B, 320 Mbp,
+#                                                2 engines, against 2 x the bare engine (scale)
+#   serve               nvidia-h200      7 min   Serving (serving)
+#   genome              nvidia-h200-x2   6 min   Whole genome and host side: human
+#                                                chromosomes through the CLI, one engine per
+#                                                GPU, projected to the genome on 8
+#                                                (whole_genome)
 #
 # A device call lasts at most 600 s and every mode fits in one, with `prep` run first on the
 # same machine (a mode builds any model it lacks, but that eats into its 600 s: the 10B model
-# takes a minute or two). Settings the past sessions found necessary are kept in the modes:
-# kernel caches warmed before anything is timed (bench's --warm-caches, on by default on
-# cuda), one contender at a time on one GPU with nothing beside it, 400 s for Ray Data LLM's
-# three engine starts, eager engines and NCCL all-reduce for the TP=2 job layout.
+# takes a minute or two). Settings found necessary are kept in the modes: kernel caches warmed
+# before anything is timed (engine_vs_pipeline's --warm-caches, on by default on cuda), one
+# contender at a time on one GPU with nothing beside it, 400 s for Ray Data LLM's three engine
+# starts, eager engines and NCCL all-reduce for the TP=2 job layout.
 #
-# Every mode writes to $OUT its JSON (<mode>*.json), report.json where it ran `benchmarks.bench`
-# (every bench lane this machine has run so far, merged: fidelity against the HF references
-# and ratios across modes), and logs-<mode>.tar.gz (its logs and each contender's); the device
-# tool returns at most 8 files.
+# Every mode writes to $OUT its JSON (<mode>*.json), report.json where it ran a contenders
+# question (every contender lane this machine has run so far, merged by
+# benchmarks.harness.report: fidelity against the HF references and ratios across modes), and
+# logs-<mode>.tar.gz (its logs and each contender's); the device tool returns at most 8 files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-}
@@ -61,11 +61,13 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
 python3 -c "import vllm, ray, torch, transformers; print('vllm', vllm.__version__, '| ray', ray.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
 
+Q=benchmarks.questions
 # vLLM's own fused-MoE tiles: a folder without tile files, so that vLLM falls back to the tiles
 # it ships instead of ours (pipeline/embed/moe_configs, used unless this variable is set).
 STOCK='{"VLLM_TUNED_CONFIG_FOLDER": "/tmp/no-moe-configs"}'
-# Bench lanes, in the order report.json keeps them (a contender in two lanes: the first wins,
-# so the lanes that time come before hf-fidelity's, whose 10B engine is there for its sample).
+# Contender lanes, in the order report.json keeps them (a contender in two lanes: the first
+# wins, so the lanes that time come before hf-fidelity's, whose 10B engine is there for its
+# sample).
 LANES="evp evp2 rd moe mfu sc hf1 hf10"
 
 summary() {  # the tables, from each log
@@ -77,26 +79,28 @@ summary() {  # the tables, from each log
 }
 
 build_models() {  # models and workloads once, before lanes share them: build_models MODELS WORKLOADS
-  python3 -m benchmarks.bench --models "$1" --workloads "$2" --contenders "" --no-warm-caches \
-    --out "$W/prep" --work "$W" > "$W/prep.log" 2>&1
+  python3 -m $Q.engine_vs_pipeline --models "$1" --workloads "$2" --contenders "" \
+    --no-warm-caches --out "$W/prep" --work "$W" > "$W/prep.log" 2>&1
   grep -E '^\[genos|Error|Traceback' "$W/prep.log"
 }
 
-bench() {  # one bench lane, its results kept for report: bench LANE NAME SECONDS BENCH_ARGS...
+bench() {  # one contender lane, its results kept for report: bench LANE NAME SECONDS ARGS...
   # Lane names stay short: they are part of a Ray temp dir, whose unix sockets' paths are short.
+  # BENCH_MODULE: the question module the lane runs (engine_vs_pipeline unless set).
   local lane=$1 name=$2 limit=$3
   shift 3
-  timeout "$limit" python3 -m benchmarks.bench --work "$W" --lane "$lane" --out "$W/lanes/$lane" \
-    "$@" > "$OUT/$name.log" 2>&1
+  timeout "$limit" python3 -m "$Q.${BENCH_MODULE:-engine_vs_pipeline}" --work "$W" \
+    --lane "$lane" --out "$W/lanes/$lane" "$@" > "$OUT/$name.log" 2>&1
   cp "$W/lanes/$lane/bench.json" "$OUT/$name.json" 2>/dev/null
 }
 
-report() {  # every bench lane this machine has run so far, merged into $OUT/report.json
+report() {  # every contender lane this machine has run so far, merged into $OUT/report.json
   local files=() lane
   for lane in $LANES; do
     [ -f "$W/lanes/$lane/bench.json" ] && files+=("$W/lanes/$lane/bench.json")
   done
-  python3 -m benchmarks.report "${files[@]}" --out "$OUT/report.json" > "$OUT/report.log" 2>&1
+  python3 -m benchmarks.harness.report "${files[@]}" --out "$OUT/report.json" \
+    > "$OUT/report.log" 2>&1
 }
 
 pack_logs() {  # every log of this mode in one file (the device returns 8 files)
@@ -107,9 +111,9 @@ pack_logs() {  # every log of this mode in one file (the device returns 8 files)
 
 case "$MODE" in
   prep)
-    # Tables: none. Both random-weight models (1.2B and 10B shapes) and their workloads, built
-    #   once so that the modes after it keep their 600 s for measuring; checks Ray's dashboard
-    #   extras (ray-jobs needs them).
+    # Figures: none. Both random-weight models (1.2B and 10B shapes) and their workloads,
+    #   built once so that the modes after it keep their 600 s for measuring; checks Ray's
+    #   dashboard extras (ray-jobs needs them).
     # Machine: whichever the next modes run on. About 3 min (mostly the 10B model).
     # Writes: logs-prep.tar.gz.
     python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')" \
@@ -118,13 +122,11 @@ case "$MODE" in
     pack_logs prep
     ;;
   engine-vs-pipeline)
-    # Tables: 2026-11-22, "The genome loss was not the pipeline's" (engine; dnaembed with
-    #   its default packs and with 262,144-token packs); 2026-11-22, "Ray Data LLM, 1.2B
-    #   shape", its engine and dnaembed columns and dnaembed / engine (run raydata-llm first on
-    #   the same machine and report.json has the whole table); the engine and dnaembed rows of
-    #   the 1.2B tables of 2026-11-21 (cold and warm).
-    # Machine: nvidia-h200 (one GPU, one contender at a time and nothing beside it: in session
-    #   3 an engine on a neighbouring GPU slowed whichever contender overlapped it). About 8 min.
+    # Figures: "Engine vs pipeline", 1.2B: the bare engine and dnaembed (its default packs and
+    #   262,144-token packs) on uniform, genome and long; with raydata-llm first on the same
+    #   machine, report.json has the Ray Data LLM table's engine and dnaembed columns too.
+    # Machine: nvidia-h200 (one GPU, one contender at a time and nothing beside it: an engine
+    #   on a neighbouring GPU slows whichever contender overlaps it). About 8 min.
     # Writes: engine-vs-pipeline.json (1.2B engine and dnaembed on uniform, genome, long),
     #   engine-vs-pipeline-packs.json (dnaembed, 262,144-token packs, on uniform and genome),
     #   report.json, logs-engine-vs-pipeline.tar.gz.
@@ -140,11 +142,10 @@ case "$MODE" in
     pack_logs engine-vs-pipeline
     ;;
   raydata-llm)
-    # Tables: 2026-11-22, "Ray Data LLM, 1.2B shape": the Ray Data LLM column, timed inside
-    #   its engine stage (benchmarks/raydata_timing.py), with every row's times (row_times) for
-    #   the paragraph under it; the raydata rows of the 1.2B tables of 2026-11-21 (cold and warm).
-    # Machine: nvidia-h200. About 7 min: Ray Data LLM starts an engine per workload, ~70 s each;
-    #   400 s for the contender gives room for the three starts (220 s did not, in session 4).
+    # Figures: "Engine vs pipeline", Ray Data LLM, 1.2B: its column, timed inside its engine
+    #   stage (benchmarks/harness/raydata_timing.py), with every row's times (row_times).
+    # Machine: nvidia-h200. About 7 min: Ray Data LLM starts an engine per workload, ~70 s
+    #   each; 400 s for the contender gives room for the three starts (220 s did not).
     # Writes: raydata-llm.json, report.json, logs-raydata-llm.tar.gz.
     export CUDA_VISIBLE_DEVICES=0
     build_models genos_1_2b uniform,genome,long
@@ -155,10 +156,9 @@ case "$MODE" in
     pack_logs raydata-llm
     ;;
   hf-fidelity)
-    # Tables: 2026-11-21, "Fidelity: HF bf16 against HF float32" (1.2B); 2026-11-22,
-    #   "Fidelity: the 10B engine against HF in float32"; the hf_today and hf_tuned rows of the
-    #   1.2B and 10B tables of 2026-11-21 (cold and warm), and the hf_today column of the 2026-11-22 section's
-    #   "Checked as shipped". The Pearson / rel L2 columns of every table are against hf_today:
+    # Figures: "Engine vs pipeline": the hf_today and hf_tuned rows of both shapes, and the
+    #   fidelity figures against HF in bf16 and in float32 (HF bf16 against float32, 1.2B; the
+    #   10B engine against float32). The Pearson / rel L2 figures are against hf_today:
     #   report.json has them for whatever else ran on this machine before.
     # Machine: nvidia-h200. About 8 min. The float32 reference leaves out windows over 16,384
     #   tokens (sdpa's float32 fallback would materialise a 131,072-token score matrix).
@@ -175,8 +175,8 @@ case "$MODE" in
     pack_logs hf-fidelity
     ;;
   moe-kernel)
-    # Tables: 2026-11-22, "MoE kernel tiles": the kernel alone (vLLM's fused_experts, 22
-    #   tiles at engine-step sizes) for the 10B shape, and the 1.2B sentence under it.
+    # Figures: "MoE tuning", the kernel alone (vLLM's fused_experts, 22 tiles at engine-step
+    #   sizes) for the 10B shape, and the 1.2B sentence under it.
     # Machine: nvidia-h200 (tiles are per GPU kind; for another, ship its file too). About
     #   3 min; no model needed.
     # Writes: moe_tune_10b.json, moe_tune_1_2b.json (every timing), the 10B tile file vLLM reads
@@ -184,20 +184,19 @@ case "$MODE" in
     #   logs-moe-kernel.tar.gz.
     export CUDA_VISIBLE_DEVICES=0
     rm -rf "$W/moe" "$W/moe12" && mkdir -p "$W/moe" "$W/moe12"
-    timeout 300 python3 -m benchmarks.moe_tune --shape genos_10b --out-dir "$W/moe" \
+    timeout 300 python3 -m $Q.moe_tune --shape genos_10b --out-dir "$W/moe" \
       --json "$OUT/moe_tune_10b.json" > "$OUT/moe_tune_10b.log" 2>&1
-    timeout 120 python3 -m benchmarks.moe_tune --shape genos_1_2b --out-dir "$W/moe12" \
+    timeout 120 python3 -m $Q.moe_tune --shape genos_1_2b --out-dir "$W/moe12" \
       --json "$OUT/moe_tune_1_2b.json" > "$OUT/moe_tune_1_2b.log" 2>&1
     cp "$W"/moe/*.json "$OUT/" 2>/dev/null
     grep -E '^(genos|vLLM|M=|wrote)|Error|Traceback' "$OUT"/moe_tune_*.log
     pack_logs moe-kernel
     ;;
   moe-tiles)
-    # Tables: 2026-11-22, "End to end, 10B shape" and "Checked as shipped" (engine:stock is
-    #   the engine with vLLM's own tiles; engine and dnaembed run with the tiles shipped in
-    #   pipeline/embed/moe_configs, the tuned ones, as users get them), the tuned row of "10B
-    #   MFU: what moved it", and the engine and dnaembed rows of the 10B tables of sessions 1
-    #   and 2 (then with vLLM's tiles: engine:stock). hf_today and fidelity: hf-fidelity.
+    # Figures: "MoE tuning", 10B end to end and as shipped (engine:stock is the engine with
+    #   vLLM's own tiles; engine and dnaembed run with the tiles shipped in
+    #   pipeline/embed/moe_configs, as users get them), the tuned rows of its MFU table; the
+    #   10B rows of "Engine vs pipeline". hf_today and fidelity: hf-fidelity.
     # Machine: nvidia-h200. About 9 min: caches warmed for both tile sets first.
     # Writes: moe-tiles.json, report.json, logs-moe-tiles.tar.gz.
     export CUDA_VISIBLE_DEVICES=0
@@ -210,10 +209,9 @@ case "$MODE" in
     pack_logs moe-tiles
     ;;
   mfu-knobs)
-    # Tables: "MFU: what moved it" (session 1; 10B, uniform 8192-token windows, the engine
-    #   alone): vLLM's defaults, max_num_batched_tokens=262144, enforce_eager; the same rows of
-    #   the 2026-11-22 section's "10B MFU: what moved it". With vLLM's own MoE tiles, as then (the
-    #   tuned tiles' row is moe-tiles').
+    # Figures: "MoE tuning", its MFU table (10B, uniform 8192-token windows, the engine
+    #   alone): vLLM's defaults, max_num_batched_tokens=262144, enforce_eager, with vLLM's own
+    #   MoE tiles (the tuned tiles' rows are moe-tiles').
     # Machine: nvidia-h200. About 5 min.
     # Writes: mfu-knobs.json, report.json, logs-mfu-knobs.tar.gz.
     export CUDA_VISIBLE_DEVICES=0
@@ -230,13 +228,12 @@ case "$MODE" in
     pack_logs mfu-knobs
     ;;
   ray-jobs)
-    # Tables: 2026-11-22, "Ray jobs on two GPUs (issue 4)" (tp1_x2: 2 engines x 1 GPU;
-    #   tp2_x1: 1 engine x 2 GPUs), and its row in the later "Ray jobs on two GPUs (issue 4)"
-    #   (the others there are sessions 1-2). A Ray head on loopback over both GPUs, the pipeline
-    #   submitted through `python -m pipeline.jobs submit --wait`, 10B shape, 1,048,576 tokens
-    #   in 4 packs. Eager engines: the same steady speed for this shape (mfu-knobs) without
-    #   minutes of cold compilation, which left TP=2 unfinished in session 2; TP=2 runs with
-    #   NCCL's all-reduce (benchmarks/cluster_jobs.py: vLLM's custom one crashed with NVLink
+    # Figures: "Scale", Ray jobs on two GPUs (tp1_x2: 2 engines x 1 GPU; tp2_x1: 1 engine x
+    #   2 GPUs). A Ray head on loopback over both GPUs, the pipeline submitted through
+    #   `python -m pipeline.jobs submit --wait`, 10B shape, 1,048,576 tokens in 4 packs. Eager
+    #   engines: the same steady speed for this shape (mfu-knobs) without minutes of cold
+    #   compilation, which once left TP=2 unfinished in its lane; TP=2 runs with NCCL's
+    #   all-reduce (benchmarks/questions/ray_jobs.py: vLLM's custom one crashed with NVLink
     #   multicast off, as it is here).
     # Machine: nvidia-h200-x2, with .whl/ carried (Ray's dashboard extras). About 7 min.
     # Writes: jobs.json (each layout: tok/s, per-pack times, job wall), logs-ray-jobs.tar.gz
@@ -244,7 +241,7 @@ case "$MODE" in
     python3 -c "import ray.dashboard.optional_deps, opentelemetry.metrics; print('dashboard deps ok')" \
       || exit 1
     build_models genos_10b ""
-    CUDA_VISIBLE_DEVICES=0,1 timeout 420 python3 -m benchmarks.cluster_jobs --work "$W" \
+    CUDA_VISIBLE_DEVICES=0,1 timeout 420 python3 -m $Q.ray_jobs --work "$W" \
       --layouts tp1_x2,tp2_x1 --extra +embed.engine_kwargs.enforce_eager=true \
       --job-timeout 180 --out "$OUT" > "$OUT/jobs.log" 2>&1
     grep -vE '^\s*$' "$OUT/jobs.log" | grep -E '^(\{|layout|tp[12]_|.*FAILED)|Error' | tail -30
@@ -253,8 +250,8 @@ case "$MODE" in
     pack_logs ray-jobs
     ;;
   scaling)
-    # Tables: "Scaling, Genos-1.2B shape, 4 x H200": dnaembed with 1 engine, then 4 (one per
-    #   GPU), on 8,388,608 tokens (1,024 windows of 8192).
+    # Figures: "Scale", 1 vs 4 engines, Genos-1.2B shape, 4 x H200: dnaembed with 1 engine,
+    #   then 4 (one per GPU), on 8,388,608 tokens (1,024 windows of 8192).
     # Machine: nvidia-h200-x4. About 6 min.
     # Writes: scaling.json, report.json, logs-scaling.tar.gz.
     build_models genos_1_2b ""
@@ -265,7 +262,7 @@ case "$MODE" in
     pack_logs scaling
     ;;
   layers-1_2b|layers-10b)
-    # Tables: sixth session (issue 13): engine throughput of layers and poolings against the
+    # Figures: "Layers and poolings": engine throughput of layers and poolings against the
     #   default, bf16 fidelity of every layer x pooling against HF, TP=2 against TP=1 (10B),
     #   and the user's command end to end (1.2B). Each engine in a subprocess of its own.
     # Machine: nvidia-h200-x2. About 9 min (1.2B) and 8 min (10B); the 1.2B mode's last part
@@ -273,10 +270,10 @@ case "$MODE" in
     # Writes: layers-<shape>.json, logs-<mode>.tar.gz (each engine's log).
     export LAYERS_WORK=$W/layers
     if [ "$MODE" = layers-1_2b ]; then
-      timeout 560 python3 -m benchmarks.layers --shape genos_1_2b \
+      timeout 560 python3 -m $Q.layers --shape genos_1_2b \
         --parts engine,fidelity,pipeline --mbp 2 --out "$OUT/layers-1_2b.json" > "$OUT/layers.log" 2>&1
     else
-      VLLM_ALLREDUCE_USE_SYMM_MEM=0 timeout 560 python3 -m benchmarks.layers --shape genos_10b \
+      VLLM_ALLREDUCE_USE_SYMM_MEM=0 timeout 560 python3 -m $Q.layers --shape genos_10b \
         --parts engine,tp2,fidelity --configs default,l6,l3x2 --windows 32 --reps 2 \
         --timeout 240 --out "$OUT/layers-10b.json" > "$OUT/layers.log" 2>&1
     fi
@@ -284,49 +281,50 @@ case "$MODE" in
     (cd "$LAYERS_WORK" && tar czf "$OUT/logs-$MODE.tar.gz" log-*.txt)
     ;;
   loci-1_2b|loci-10b)
-    # Tables: seventh session (issue 14): regions and variants, the user's command against the
-    #   bare engine on the same windows (benchmarks/loci.py). Needs pyfaidx and cyvcf2 (cp312)
-    #   in .whl/, installed into /tmp/extras above.
+    # Figures: "Regions and variants": the user's command against the bare engine on the same
+    #   windows (benchmarks/questions/loci.py). Needs pyfaidx and cyvcf2 (cp312) in .whl/,
+    #   installed into /tmp/extras above.
     # Machine: nvidia-h200. About 5 min (1.2B) and 7 min (10B, its model built first).
     # Writes: loci-<shape>.json, logs-<mode>.tar.gz (each run's and the bare engine's log).
     export LOCI_WORK=$W/loci
     if [ "$MODE" = loci-1_2b ]; then
-      timeout 560 python3 -m benchmarks.loci --shape genos_1_2b --regions 4000 --variants 600 \
+      timeout 560 python3 -m $Q.loci --shape genos_1_2b --regions 4000 --variants 600 \
         --timeout 240 --out "$OUT/loci-1_2b.json" > "$OUT/loci.log" 2>&1
     else
-      timeout 570 python3 -m benchmarks.loci --shape genos_10b --regions 800 --variants 120 \
+      timeout 570 python3 -m $Q.loci --shape genos_10b --regions 800 --variants 120 \
         --timeout 200 --out "$OUT/loci-10b.json" > "$OUT/loci.log" 2>&1
     fi
     cat "$OUT/loci.log" | grep -vE '^\s*$' | tail -20
     (cd "$LOCI_WORK" && tar czf "$OUT/logs-$MODE.tar.gz" log-*.txt)
     ;;
   scale)
-    # Tables: the user's command at scale (benchmarks/scale.py): `python -m pipeline` on one
-    #   plain-gzip FASTA of 320 Mbp (BASES=...; two records of 40%, 1,000 contigs), 1.2B shape, 2 engines
-    #   (one per GPU), against the bare engine on one pack's worth of 8192-token windows (run
-    #   first: it also warms vLLM's compile cache). Start-up per engine, idle gaps between
-    #   packs, GPU utilisation sampled every 0.5 s.
+    # Figures: "Scale", the user's command at scale (benchmarks/questions/scale.py):
+    #   `python -m pipeline` on one plain-gzip FASTA of 320 Mbp (BASES=...; two records of
+    #   40%, 1,000 contigs), 1.2B shape, 2 engines (one per GPU), against the bare engine on one
+    #   pack's worth of 8192-token windows (run first: it also warms vLLM's compile cache).
+    #   Start-up per engine, idle gaps between packs, GPU utilisation sampled every 0.5 s.
     # Machine: nvidia-h200-x2. About 8 min (~1 min for the model and the bare engine, half a
     #   minute of start-up, ~6 min of 320 M tokens at 2 x ~450k tok/s).
     # Writes: scale.json, scale.png (without matplotlib on the machine: redraw it elsewhere,
-    #   python -m benchmarks.scale --plot scale.json), logs-scale.tar.gz (this mode's output,
-    #   the CLI's, its dnaembed.log and the bare engine's log). The model is shared with prep.
-    timeout 585 python3 -m benchmarks.scale --device cuda --model genos_1_2b --bases ${BASES:-320000000} \
+    #   python -m benchmarks.questions.scale --plot scale.json), logs-scale.tar.gz (this mode's
+    #   output, the CLI's, its dnaembed.log and the bare engine's log). The model is shared
+    #   with prep.
+    timeout 585 python3 -m $Q.scale --device cuda --model genos_1_2b --bases ${BASES:-320000000} \
       --engines 2 --timeout 500 --work "$W" --out "$OUT" > "$OUT/scale.log" 2>&1
     grep -vE '^\s*$' "$OUT/scale.log" | tail -40
     tar -czf "$OUT/logs-scale.tar.gz" --ignore-failed-read "$OUT"/scale*.log \
-      "$W"/scale-hydra/*.log "$W"/scale-bare/*.log 2>/dev/null
+      "$W"/cli-hydra/*.log "$W"/cli-bare/*.log 2>/dev/null
     rm -f "$OUT"/*.log
     ;;
   startup-1_2b)
-    # Tables: "Start-up" (eighth session): launch to the first pack's embeddings, 1.2B shape,
-    #   one engine, 4 Mbp gzip FASTA: the first run on a fresh machine (nothing cached but
-    #   the model just built), a second run, and the earlier defaults (compiled engine, engine
-    #   core in a process of its own) twice (cold then warm compile cache); the bare engine last.
+    # Figures: "Start-up": launch to the first pack's embeddings, 1.2B shape, one engine,
+    #   4 Mbp gzip FASTA: the first run on a fresh machine (nothing cached but the model just
+    #   built), a second run, and the earlier defaults (compiled engine, engine core in a
+    #   process of its own) twice (cold then warm compile cache); the bare engine last.
     # Machine: nvidia-h200, run first after the kit is staged. About 6 min.
     # Writes: startup-{cold,warm,old-cold,old-warm}.json and .png, logs-startup-1_2b.tar.gz.
     export CUDA_VISIBLE_DEVICES=0
-    S="python3 -m benchmarks.scale --device cuda --model genos_1_2b --bases 4000000 --contigs 20"
+    S="python3 -m $Q.startup --device cuda --model genos_1_2b --bases 4000000 --contigs 20"
     S="$S --engines 1 --timeout 200 --work $W"
     OLD="--set +embed.engine_kwargs.enforce_eager=false"
     OLD="$OLD --set +embed.env_vars.VLLM_ENABLE_V1_MULTIPROCESSING=1"
@@ -337,37 +335,36 @@ case "$MODE" in
         old-*) extra="--bare none $OLD" ;;
       esac
       timeout 280 $S $extra --out "$W/st-$run" > "$W/startup-$run.log" 2>&1
-      cp "$W/st-$run/scale.json" "$OUT/startup-$run.json" 2>/dev/null
-      cp "$W/st-$run/scale.png" "$OUT/startup-$run.png" 2>/dev/null
+      cp "$W/st-$run/startup.json" "$OUT/startup-$run.json" 2>/dev/null
+      cp "$W/st-$run/startup.png" "$OUT/startup-$run.png" 2>/dev/null
       grep -E 'start-up|wall|steady|bare' "$W/startup-$run.log" | head -8
     done
     pack_logs startup-1_2b
     ;;
   startup-10b)
-    # Tables: "Start-up" 10B row; "FP8, 10B shape" (engine bf16, engine fp8, compiled bf16,
-    #   against HF float32 and HF bf16 on the sample windows; MFU).
+    # Figures: "Start-up" 10B row; "FP8" (engine bf16, engine fp8, compiled bf16, against HF
+    #   float32 and HF bf16 on the sample windows; MFU).
     # Machine: nvidia-h200, after startup-1_2b. About 9 min (the 10B model is built first).
-    # Writes: startup-10b.json/.png, fp8-10b.json, report.json, logs-startup-10b.tar.gz.
+    # Writes: startup-10b.json/.png, fp8-10b.json, logs-startup-10b.tar.gz.
     export CUDA_VISIBLE_DEVICES=0
     build_models genos_10b uniform
-    timeout 200 python3 -m benchmarks.scale --device cuda --model genos_10b --bases 2000000 \
+    timeout 200 python3 -m $Q.startup --device cuda --model genos_10b --bases 2000000 \
       --contigs 20 --engines 1 --bare none --timeout 180 --work "$W" --out "$W/st-10b" \
       > "$W/startup-10b.log" 2>&1
-    cp "$W/st-10b/scale.json" "$OUT/startup-10b.json"; cp "$W/st-10b/scale.png" "$OUT/startup-10b.png"
-    V='{"engine:fp8": {"contender": "engine", "spec": {"quantization": "fp8"}},
-        "engine:compiled": {"contender": "engine", "spec": {"engine_kwargs": {"enforce_eager": false}}}}'
-    bench fp8 fp8-10b 380 --timeout 200 --models genos_10b --workloads uniform --no-warm-caches \
-      --variants "$V" --contenders engine,engine:fp8,engine:compiled,hf_today,hf_fp32
+    cp "$W/st-10b/startup.json" "$OUT/startup-10b.json"
+    cp "$W/st-10b/startup.png" "$OUT/startup-10b.png"
+    BENCH_MODULE=fp8 bench fp8 fp8-10b 380 --timeout 200
     summary "$OUT"/fp8-10b.log "$W/startup-10b.log"
     pack_logs startup-10b
     ;;
   tp2)
-    # Tables: "Start-up" and "End to end" TP=2 rows: 10B shape, one engine over both GPUs
+    # Figures: "Start-up" and "Scale" TP=2 rows: 10B shape, one engine over both GPUs
     #   (engine core in the actor's process, eager, NCCL all-reduce as these hosts need),
-    #   8 Mbp gzip FASTA, against the bare TP=2 engine.
+    #   8 Mbp gzip FASTA, against the bare engine (on one GPU: the harness gives it the run's
+    #   dtype, length and engine kwargs, not its tensor-parallel size).
     # Machine: nvidia-h200-x2, after scale. About 4 min.
     # Writes: tp2.json, tp2.png, logs-tp2.tar.gz.
-    VLLM_ALLREDUCE_USE_SYMM_MEM=0 timeout 560 python3 -m benchmarks.scale --device cuda \
+    VLLM_ALLREDUCE_USE_SYMM_MEM=0 timeout 560 python3 -m $Q.scale --device cuda \
       --model genos_10b --bases 8000000 --contigs 20 --engines 1 --timeout 260 --work "$W" \
       --set embed.tensor_parallel_size=2 --set +embed.engine_kwargs.disable_custom_all_reduce=true \
       --set +embed.env_vars.VLLM_ALLREDUCE_USE_SYMM_MEM=0 --out "$W/tp2" > "$W/tp2.log" 2>&1
@@ -376,16 +373,17 @@ case "$MODE" in
     pack_logs tp2
     ;;
   serve)
-    # Tables: "Serving" (tenth session, issue 17): dnaembed-serve against vllm serve on the
-    #   same random-weight 1.2B model, one GPU, each started by its own CLI and queried over
-    #   HTTP (benchmarks/serve.py): start-up, one 8 kb sequence's latency, 1/8/32/128 clients,
-    #   64 sequences per request; then the bare engine. Ray Serve's own dependencies that the
-    #   image lacks are installed first from .whl/serve (benchmarks/serve_deps.py).
+    # Figures: "Serving": dnaembed-serve against vllm serve on the same random-weight 1.2B
+    #   model, one GPU, each started by its own CLI and queried over HTTP
+    #   (benchmarks/questions/serving.py): start-up, one 8 kb sequence's latency, 1/8/32/128
+    #   clients, 64 sequences per request; then the bare engine. Ray Serve's own dependencies
+    #   that the image lacks are installed first from .whl/serve
+    #   (benchmarks/harness/serve_deps.py).
     # Machine: nvidia-h200 (or nvidia-h100-x1). About 7 min.
     # Writes: serve.json, logs-serve.tar.gz (this mode's output and each server's log).
-    python3 benchmarks/serve_deps.py --wheels .whl/serve --target /tmp/serve-extras
+    python3 benchmarks/harness/serve_deps.py --wheels .whl/serve --target /tmp/serve-extras
     export PYTHONPATH=$PYTHONPATH:/tmp/serve-extras
-    timeout 570 python3 -m benchmarks.serve --device cuda --model genos_1_2b --work "$W" \
+    timeout 570 python3 -m $Q.serving --device cuda --model genos_1_2b --work "$W" \
       --out "$OUT" ${SERVE_ARGS:-} > "$OUT/serve.log" 2>&1
     grep -vE '^\s*$' "$OUT/serve.log" | grep -vE '^\(|INFO|WARNING' | tail -30
     tar -czf "$OUT/logs-serve.tar.gz" --ignore-failed-read "$OUT"/serve.log "$W"/serve-*.log \
@@ -393,20 +391,20 @@ case "$MODE" in
     rm -f "$OUT"/*.log
     ;;
   genome)
-    # Tables: "Whole genome" (issue 18) on the kinds lent: human chromosomes (GRCh38 names and
-    #   sizes, random bases, N runs at the ends; CHROMS, default chr21,chr22) in one gzip FASTA
-    #   through the user's command (benchmarks/scale.py --chromosomes), one engine per GPU,
-    #   against the bare engine; start-up, steady rate, GPU utilisation, and the whole genome
-    #   (3.09 Gbp) projected on 8 engines from them.
+    # Figures: "Whole genome and host side" on the kinds lent: human chromosomes (GRCh38
+    #   names and sizes, random bases, N runs at the ends; CHROMS, default chr21,chr22) in one
+    #   gzip FASTA through the user's command (benchmarks/questions/whole_genome.py), one
+    #   engine per GPU, against the bare engine; start-up, steady rate, GPU utilisation, and
+    #   the whole genome (3.09 Gbp) projected on 8 engines from them.
     # Machine: nvidia-h200-x2 (nvidia-h200-x8 when lent: ENGINES=8 CHROMS=all is the run).
     #   About 6 min for the 1.2B shape on two GPUs.
-    # Writes: scale.json, scale.png, logs-genome.tar.gz.
-    timeout 560 python3 -m benchmarks.scale --device cuda --model "${GENOME_MODEL:-genos_1_2b}" \
+    # Writes: genome.json, genome.png, logs-genome.tar.gz.
+    timeout 560 python3 -m $Q.whole_genome --device cuda --model "${GENOME_MODEL:-genos_1_2b}" \
       --chromosomes "${CHROMS:-chr21,chr22}" --engines "${ENGINES:-2}" --project-engines 8 \
       --timeout 480 --work "$W" --out "$OUT" ${GENOME_ARGS:-} > "$OUT/genome.log" 2>&1
     grep -vE '^\s*$' "$OUT/genome.log" | grep -vE '^\(|INFO|WARNING' | tail -45
-    tar -czf "$OUT/logs-genome.tar.gz" --ignore-failed-read "$OUT"/genome.log "$OUT"/scale-cli.log \
-      "$W"/scale-hydra/*.log "$W"/scale-bare/*.log 2>/dev/null
+    tar -czf "$OUT/logs-genome.tar.gz" --ignore-failed-read "$OUT"/genome*.log \
+      "$W"/cli-hydra/*.log "$W"/cli-bare/*.log 2>/dev/null
     rm -f "$OUT"/*.log
     ;;
   *)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import shapes, workloads
+from benchmarks.harness import shapes, workloads
 from tests.conftest import REPO
 
 
@@ -43,7 +43,7 @@ def test_cpu_smoke_run_of_every_contender(tmp_path):
         [
             sys.executable,
             "-m",
-            "benchmarks.bench",
+            "benchmarks.questions.engine_vs_pipeline",
             "--device",
             "cpu",
             "--models",
@@ -91,7 +91,14 @@ def test_cpu_smoke_run_of_every_contender(tmp_path):
         lanes[-1].write_text(json.dumps({**report, "runs": part}))
     merged_path = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.report", *map(str, lanes), "--out", str(merged_path)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.harness.report",
+            *map(str, lanes),
+            "--out",
+            str(merged_path),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -106,7 +113,7 @@ def test_cpu_smoke_run_of_every_contender(tmp_path):
 
 
 def test_moe_tune_candidates_fit_and_merge_keeps_small_steps_default():
-    from benchmarks import moe_tune
+    from benchmarks.questions import moe_tune
 
     tiles = moe_tune.candidates()
     assert tiles and all(set(t) == set(moe_tune.KEYS) for t in tiles)
@@ -124,13 +131,13 @@ def test_moe_tune_candidates_fit_and_merge_keeps_small_steps_default():
 
 @pytest.mark.slow
 def test_layers_benchmark_cpu_smoke(tmp_path):
-    """benchmarks/layers.py end to end on the tiny model: every layer x pooling of our engine
-    model against HF, in a subprocess as on the GPU."""
+    """benchmarks/questions/layers.py end to end on the tiny model: every layer x pooling of our
+    engine model against HF, in a subprocess as on the GPU."""
     out = tmp_path / "layers.json"
     env = {**os.environ, "LAYERS_WORK": str(tmp_path / "work")}
     args = "--shape tiny --device cpu --parts fidelity --windows 2 --length 256 --reps 1"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.layers", *args.split(), "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.questions.layers", *args.split(), "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,
@@ -146,9 +153,9 @@ def test_layers_benchmark_cpu_smoke(tmp_path):
 
 
 def test_loci_inputs_are_valid_and_windows_follow_the_rule(tmp_path):
-    """benchmarks/loci.py's generated reference, BED and VCF read cleanly with our readers,
-    and the windows it gives the bare engine are the pipeline's own."""
-    from benchmarks import loci
+    """benchmarks/questions/loci.py's generated reference, BED and VCF read cleanly with our
+    readers, and the windows it gives the bare engine are the pipeline's own."""
+    from benchmarks.questions import loci
     from pipeline.read.bed import iter_intervals
     from pipeline.read.reference import Reference
     from pipeline.read.vcf import Variant, iter_variants

@@ -1,9 +1,13 @@
-"""Each contender embeds one workload in a process of its own (a clean GPU each time).
+"""The contenders: each embeds its workloads in a process of its own (a clean GPU each time),
+started and timed by benchmarks.harness.runner.run_contender.
 
-    python -m benchmarks.contenders SPEC.json   # writes SPEC.result.json and SPEC.sample.npz
+    python -m benchmarks.harness.contenders SPEC.json   # writes SPEC.result.json, SPEC.*.npz
 
 A spec names the contender, the model, the workload's windows (same token ids for all) and the
-sample of chunk ids whose embeddings are kept for the fidelity check.
+sample of chunk ids whose embeddings are kept for the fidelity check. `engine` is the bare
+engine (vLLM alone: the ceiling); `dnaembed` the pipeline end to end; `hf_today`, `hf_tuned`
+HF transformers as run today and tuned; `raydata` Ray Data LLM; `hf_fp32` the float32
+reference on the sample windows.
 """
 
 from __future__ import annotations
@@ -24,28 +28,50 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _engine_spec(spec: dict):
+def engine_spec(model: str, device: str, max_model_len: int, dtype: str | None = None, **fields):
+    """The bare engine's EngineSpec (the product's own, vLLM's MEAN pooler unless a `head` is
+    given): the model directory is its own tokenizer, bf16 on cuda and float32 on cpu unless
+    `dtype` says otherwise; `fields` are EngineSpec's others (engine_kwargs, ...)."""
     from pipeline.embed.engine import EngineSpec
 
     return EngineSpec(
-        model=spec["model_path"],
-        tokenizer=spec["model_path"],
+        model=model,
+        tokenizer=model,
         revision=None,
-        dtype=spec["dtype"],
-        max_model_len=spec["max_model_len"],
+        dtype=dtype or ("bfloat16" if device == "cuda" else "float32"),
+        max_model_len=max_model_len,
         pooling="MEAN",
-        device=spec["device"],
+        device=device,
+        **fields,
+    )
+
+
+def _engine_spec(spec: dict):
+    return engine_spec(
+        spec["model_path"],
+        spec["device"],
+        spec["max_model_len"],
+        dtype=spec["dtype"],
         engine_kwargs=dict(spec.get("engine_kwargs", {})),
         gpu_memory_utilization=spec.get("gpu_memory_utilization"),
         quantization=spec.get("quantization"),
     )
 
 
+def _start_ray() -> float:
+    """A local Ray for this contender; the seconds it took (part of its wall time)."""
+    import ray
+
+    t = time.perf_counter()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    return time.perf_counter() - t
+
+
 def engine(spec: dict, workloads: list[dict]) -> list[dict]:
     """The ceiling: LLM.embed on all pre-tokenized windows, one call, one process, no Ray."""
     from vllm.inputs import TokensPrompt
 
-    from benchmarks.profile import profiled
+    from benchmarks.harness.profile import profiled
     from pipeline.embed.engine import build_llm
 
     t = time.perf_counter()
@@ -83,13 +109,11 @@ def dnaembed(spec: dict, workloads: list[dict]) -> list[dict]:
     """The pipeline end to end: FASTA on local disk -> Parquet on local disk."""
     import ray
 
-    from pipeline.config import compose, to_config
+    from pipeline.compose import compose, to_config
     from pipeline.load.loader import load_embeddings, read_manifest
     from pipeline.run import run
 
-    t = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    ray_s = time.perf_counter() - t
+    ray_s = _start_ray()
     results = []
     for w in workloads:
         label = spec.get("label", "dnaembed")
@@ -256,7 +280,7 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
     import ray
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from benchmarks import raydata_timing
+    from benchmarks.harness import raydata_timing
     from pipeline.embed.engine import engine_kwargs
 
     kwargs = engine_kwargs(_engine_spec(spec))
@@ -267,9 +291,7 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
     if spec["device"] == "cpu":
         extra["placement_group_config"] = {"bundle_per_worker": {"CPU": 1}}
         extra["runtime_env"] = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
-    t = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    ray_s = time.perf_counter() - t
+    ray_s = _start_ray()
     results = []
     for w in workloads:
         ids, tokens = w["ids"], w["tokens"]
@@ -295,7 +317,7 @@ def raydata(spec: dict, workloads: list[dict]) -> list[dict]:
                 "emb": r["embeddings"],
                 "n": r["num_input_tokens"],
                 "batch": r["batch_uuid"],
-                # Stamped inside the engine stage (benchmarks.raydata_timing).
+                # Stamped inside the engine stage (benchmarks.harness.raydata_timing).
                 "t_submit": r["t_submit"],
                 "t_out": r["t_out"],
             },
@@ -333,7 +355,7 @@ CONTENDERS = {
 
 
 def main(path: str) -> int:
-    from benchmarks.workloads import load_windows
+    from benchmarks.harness.workloads import load_windows
 
     spec = json.loads(Path(path).read_text())
     # A variant's environment (Ray, started here, hands it on to its workers).

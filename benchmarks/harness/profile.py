@@ -1,10 +1,11 @@
 """Opt-in CPU profile of each engine call: is the engine waiting on the GPU or on Python?
 
-For the benchmark's bare-engine contender (`benchmarks/contenders.py`): set `DNAEMBED_PROFILE_DIR`
+For the bare-engine contender (`benchmarks/harness/contenders.py`): set `DNAEMBED_PROFILE_DIR`
 in its environment (a variant, `--variants '{"engine:prof": {"contender": "engine", "env":
 {"DNAEMBED_PROFILE_DIR": "/tmp/prof"}}}'`) with py-spy installed, and every engine call is
 sampled, this process and the engine's processes together, into `<dir>/<tag>.raw` (read it with
-`python -m benchmarks.pyspy_summary`). Off, it costs nothing. The pipeline does not profile.
+`python -m benchmarks.harness.pyspy_summary`). Off, it costs nothing. The pipeline does not
+profile.
 """
 
 from __future__ import annotations

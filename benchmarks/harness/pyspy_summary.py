@@ -1,7 +1,7 @@
 """Where the CPU time went, per process and thread, from a py-spy raw (collapsed) profile.
 
     py-spy record --subprocesses --threads --nonblocking --format raw -o prof.raw -- CMD
-    python -m benchmarks.pyspy_summary prof.raw --rate 25 > prof.txt
+    python -m benchmarks.harness.pyspy_summary prof.raw --rate 25 > prof.txt
 
 py-spy samples only threads that are running (not idle), so a thread's samples / rate is
 the CPU time it was busy. The summary lists, for each process, its busy threads and their

@@ -5,7 +5,7 @@ trivial app, reads which module is missing, installs that module's wheel (no dep
 into --target, and tries again; only what is missing is installed, so nothing the image or the
 kit has is shadowed.
 
-    python3 benchmarks/serve_deps.py --wheels .whl/serve --target /tmp/serve-extras
+    python3 benchmarks/harness/serve_deps.py --wheels .whl/serve --target /tmp/serve-extras
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Model shapes for benchmarking: random weights, real architectures, and their FLOPs."""
+"""The shapes of the Genos models: random weights, real architectures, and their FLOPs.
+
+python -m benchmarks.harness.shapes genos_1_2b genos_10b --work /tmp/bench-work
+"""
 
 from __future__ import annotations
 
@@ -114,6 +117,11 @@ def build(shape: Shape, root: Path, device: str) -> Path:
     return out
 
 
+def model_dir(name: str, work: Path, device: str) -> str:
+    """The random-weight model of the shape named, built under `work` if not there yet."""
+    return str(build(SHAPES[name], Path(work).resolve(), device))
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -123,4 +131,4 @@ if __name__ == "__main__":
     ap.add_argument("--device", default="cuda")
     a = ap.parse_args()
     for name in a.models:
-        print(build(SHAPES[name], Path(a.work).resolve(), a.device))
+        print(model_dir(name, a.work, a.device))

@@ -1,27 +1,24 @@
-"""The user's command at scale, end to end: one large gzip FASTA through `python -m pipeline`
-on N engines, against the bare engine on the same machine. Prints a table, writes scale.json
-and scale.png (each engine's packs on a time line from launch, GPU utilisation over it).
+"""The user's command, end to end and timed: one gzip FASTA through `python -m pipeline` on N
+engines, against the bare engine on the same machine, with the GPUs sampled. What the start-up,
+scale and whole-genome questions run (benchmarks/questions/startup.py, scale.py,
+whole_genome.py), each with its own defaults; each writes NAME.json and NAME.png (each engine's
+start phases and packs on a time line from launch, GPU utilisation over it).
 
-    python -m benchmarks.scale --device cuda --model genos_1_2b --bases 160000000 --engines 2 \\
-        --out $OUT
-    python -m benchmarks.scale --device cpu --model tiny --smoke --out /tmp/scale   # smoke test
-    python -m benchmarks.scale --plot $OUT/scale.json    # redraw scale.png from the JSON
-
-The FASTA is shaped like an assembly (two records of 40% of the bases each, then many small
-contigs, N runs at record ends), random bases, cached in --work by its parameters; plain gzip,
-as downloads usually are (so one task reads it: split reading needs a .fai). The run is
+The FASTA is generated (benchmarks.harness.workloads.genome_fasta): shaped like an assembly
+(two records of 40% of the bases each, then many small contigs, N runs at record ends) or
+human chromosomes by name and size, random bases, cached in --work by its parameters; plain
+gzip, as downloads usually are (so one task reads it: split reading needs a .fai). The run is
 the CLI in a subprocess, as typed (`--set KEY=VALUE` adds overrides); its timings come from
 the output's manifest (epoch seconds, read against the launch). The bare engine is vLLM alone
-(benchmarks.contenders.engine, the run's own EngineSpec) on one pack's worth of windows of the
-run's window size; by default it runs first, which also warms vLLM's compile cache, so the
-CLI's start-up is that of a user's second run (--bare last: a cold one).
+(benchmarks.harness.contenders.engine, the run's own EngineSpec) on one pack's worth of
+windows of the run's window size; by default it runs first, which also warms vLLM's compile
+cache, so the CLI's start-up is that of a user's second run (--bare last: a cold one).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import itertools
 import json
 import os
@@ -29,243 +26,32 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-GENERATOR_VERSION = 1  # bump when the FASTA written for the same parameters changes
-CHUNK = 80 * 100_000  # bases generated and compressed at a time (whole lines)
-SMOKE = {"bases": 200_000, "contigs": 20, "window": 2048, "engines": 2}
-# No pack size set: the run sizes its packs from the input (about 4 per engine).
+from benchmarks.harness.gpu import GpuSampler
+from benchmarks.harness.report import versions
+from benchmarks.harness.runner import REPO, read_manifest, repo_env, run_contender
+from benchmarks.harness.workloads import genome_fasta
+
+# The CPU smoke sizes (--smoke): a small assembly on 2 engines; no pack size set, so the run
+# sizes its packs from the input (about 4 per engine).
+SMOKE = {"bases": 200_000, "contigs": 20, "window": 2048, "engines": 2, "chromosomes": None}
 SMOKE_SET: list[str] = []
-SAMPLE_S = 0.5
-# GRCh38's primary chromosomes and their lengths: --chromosomes picks records of these names
-# and sizes (random bases), and the projection is to all of them (3.09 Gbp).
-HUMAN = {
-    "chr1": 248_956_422, "chr2": 242_193_529, "chr3": 198_295_559, "chr4": 190_214_555,
-    "chr5": 181_538_259, "chr6": 170_805_979, "chr7": 159_345_973, "chr8": 145_138_636,
-    "chr9": 138_394_717, "chr10": 133_797_422, "chr11": 135_086_622, "chr12": 133_275_309,
-    "chr13": 114_364_328, "chr14": 107_043_718, "chr15": 101_991_189, "chr16": 90_338_345,
-    "chr17": 83_257_441, "chr18": 80_373_285, "chr19": 58_617_616, "chr20": 64_444_167,
-    "chr21": 46_709_983, "chr22": 50_818_468, "chrX": 156_040_895, "chrY": 57_227_415,
-}  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------- input
-def record_lengths(bases: int, contigs: int, large: int = 2, large_frac: float = 0.4, seed=0):
-    """`large` records of `large_frac` of the bases each, the rest over `contigs` small ones
-    with log-normal lengths (an assembly's scaffolds, then its unplaced contigs)."""
-    big = int(bases * large_frac)
-    lengths = [big] * large
-    rest = bases - big * large
-    if contigs and rest > 0:
-        w = np.random.default_rng(seed).lognormal(0.0, 1.0, contigs)
-        cuts = np.round(np.cumsum(w) / w.sum() * rest).astype(np.int64)
-        lengths += [int(x) for x in np.diff(cuts, prepend=0) if x > 0]
-    elif rest > 0:
-        lengths[-1] += rest
-    return lengths
-
-
-def write_fasta(
-    path: Path, lengths: list[int], seed: int = 0, names: list[str] | None = None
-) -> None:
-    """Random ACGT, N runs at both ends of every record, lines of 80, gzip level 1 (speed:
-    the file is an input, not the thing measured)."""
-    rng = np.random.default_rng(seed + 1)
-    alphabet = np.frombuffer(b"ACGT", dtype=np.uint8)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
-        for i, length in enumerate(lengths):
-            name = names[i] if names else (f"chr{i + 1}" if i < 2 else f"contig{i - 1:05d}")
-            gz.write(f">{name}\n".encode())
-            n_run = min(10_000, length // 50)  # telomere-like gaps
-            for lo in range(0, length, CHUNK):
-                hi = min(length, lo + CHUNK)
-                seq = alphabet[rng.integers(0, 4, hi - lo, dtype=np.uint8)]
-                seq[: max(0, n_run - lo)] = ord("N")
-                seq[max(0, length - n_run - lo) :] = ord("N")
-                gz.write(_lines(seq))
-    os.replace(tmp, path)
-
-
-def _lines(seq: np.ndarray) -> bytes:
-    full = len(seq) // 80
-    body = np.empty((full, 81), dtype=np.uint8)
-    body[:, :80] = seq[: full * 80].reshape(full, 80)
-    body[:, 80] = ord("\n")
-    tail = seq[full * 80 :].tobytes()
-    return body.tobytes() + (tail + b"\n" if tail else b"")
-
-
-def genome(args: argparse.Namespace, work: Path) -> tuple[Path, dict]:
-    """The FASTA for these parameters, generated once."""
-    names = None
-    if args.chromosomes:
-        names = list(HUMAN) if args.chromosomes == "all" else args.chromosomes.split(",")
-        unknown = [n for n in names if n not in HUMAN]
-        if unknown:
-            raise SystemExit(f"--chromosomes: {unknown} are not among {list(HUMAN)}")
-        lengths = [HUMAN[n] for n in names]
-        stem = f"human-{'-'.join(names) if len(names) < 6 else len(names)}"
-    else:
-        lengths = record_lengths(args.bases, args.contigs, seed=args.seed)
-        stem = f"genome-{args.bases}b-{args.contigs}c"
-    path = work / f"{stem}-s{args.seed}-v{GENERATOR_VERSION}.fa.gz"
-    info = {"path": str(path), "bases": sum(lengths), "records": len(lengths)}
-    if names:
-        info["chromosomes"] = names
-    if path.exists():
-        print(f"FASTA: {path} (cached)", flush=True)
-        return path, {**info, "generated_s": None}
-    t = time.perf_counter()
-    write_fasta(path, lengths, args.seed, names)
-    s = time.perf_counter() - t
-    mb = path.stat().st_size / 1e6
-    print(
-        f"FASTA: {path}, {info['bases']:,} bases, {mb:.0f} MB, generated in {s:.1f} s", flush=True
-    )
-    return path, {**info, "generated_s": round(s, 2)}
 
 
 def model_path(args: argparse.Namespace, work: Path) -> str:
     """The random-weight model of the shape, built in a process of its own: building it here
     would leave a CUDA context in this process, on GPU 0, through the run."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.shapes",
-            args.model,
-            "--work",
-            str(work),
-            "--device",
-            args.device,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=_env(),
-    )
+    cmd = [sys.executable, "-m", "benchmarks.harness.shapes", args.model, "--work", str(work)]
+    cmd += ["--device", args.device]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=repo_env())
     if proc.returncode:
         raise RuntimeError(f"building {args.model} failed:\n{proc.stderr[-3000:]}")
     return proc.stdout.strip().splitlines()[-1]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-
-
-# ----------------------------------------------------------------------------- GPU sampler
-class GpuSampler:
-    """Utilisation (%) and memory used (MiB) of every visible GPU every SAMPLE_S seconds:
-    NVML if importable, else `nvidia-smi -lms`. Series per GPU, epoch times."""
-
-    def __init__(self, device: str) -> None:
-        self.series: dict[int, dict[str, list]] = {}
-        self.source: str | None = None
-        self.note = ""
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._smi: subprocess.Popen | None = None
-        if device != "cuda":
-            self.note = "no GPU sampled: --device cpu"
-            return
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        self.only = {int(x) for x in visible.split(",") if x.strip().isdigit()} or None
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self.nvml = pynvml
-            count = pynvml.nvmlDeviceGetCount()
-            self.handles = {
-                i: pynvml.nvmlDeviceGetHandleByIndex(i)
-                for i in range(count)
-                if self.only is None or i in self.only
-            }
-            self.source = "pynvml"
-        except Exception as e:  # no pynvml, or no driver it can talk to
-            self.source = "nvidia-smi"
-            self.note = f"pynvml unavailable ({type(e).__name__}): nvidia-smi"
-
-    def __enter__(self) -> GpuSampler:
-        if self.source == "pynvml":
-            self._threads.append(threading.Thread(target=self._poll_nvml, daemon=True))
-        elif self.source == "nvidia-smi":
-            try:
-                self._smi = subprocess.Popen(
-                    [
-                        "nvidia-smi",
-                        "--query-gpu=index,utilization.gpu,memory.used",
-                        "--format=csv,noheader,nounits",
-                        f"-lms={int(SAMPLE_S * 1000)}",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    text=True,
-                )
-            except OSError as e:
-                self.source, self.note = None, f"no GPU sampled: {e}"
-                return self
-            self._threads.append(threading.Thread(target=self._read_smi, daemon=True))
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._smi:
-            self._smi.terminate()
-            self._smi.wait()
-        for t in self._threads:
-            t.join(timeout=5)
-
-    def _add(self, gpu: int, t: float, util: float, mem: float) -> None:
-        s = self.series.setdefault(gpu, {"t": [], "util": [], "mem_mib": []})
-        s["t"].append(t)
-        s["util"].append(util)
-        s["mem_mib"].append(mem)
-
-    def _poll_nvml(self) -> None:
-        while not self._stop.is_set():
-            t = time.time()
-            for i, h in self.handles.items():
-                util = self.nvml.nvmlDeviceGetUtilizationRates(h).gpu
-                mem = self.nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20
-                self._add(i, t, float(util), round(mem))
-            self._stop.wait(SAMPLE_S)
-
-    def _read_smi(self) -> None:
-        for line in self._smi.stdout:
-            parts = [x.strip() for x in line.split(",")]
-            if len(parts) != 3 or not parts[0].isdigit():
-                continue
-            i = int(parts[0])
-            if self.only is None or i in self.only:
-                try:
-                    self._add(i, time.time(), float(parts[1]), float(parts[2]))
-                except ValueError:  # "[N/A]"
-                    continue
-
-    def to_json(self, launch: float) -> dict:
-        """Times relative to the launch, for the JSON and the plot."""
-        return {
-            "source": self.source,
-            "interval_s": SAMPLE_S if self.source else None,
-            "note": self.note,
-            "gpus": {
-                str(i): {
-                    "t": [round(t - launch, 2) for t in s["t"]],
-                    "util": s["util"],
-                    "mem_mib": s["mem_mib"],
-                }
-                for i, s in sorted(self.series.items())
-            },
-        }
 
 
 # --------------------------------------------------------------------------------- the run
@@ -282,7 +68,7 @@ def cli_command(args: argparse.Namespace, fasta: Path, out: Path, model: str, wo
         # window and tokenize tasks on a 2-core machine.
         cmd += ["embed.device=cpu", "embed.cpus_per_actor=0.5"]
     # A rerun replaces the last output; Hydra's run directory (dnaembed.log) beside it.
-    cmd += ["output.mode=overwrite", f"hydra.run.dir={work / 'scale-hydra'}", *args.set]
+    cmd += ["output.mode=overwrite", f"hydra.run.dir={work / 'cli-hydra'}", *args.set]
     return cmd
 
 
@@ -299,19 +85,19 @@ def run_cli(cmd: list[str], log: Path, timeout: float) -> dict:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGTERM)  # the group we started: the CLI and Ray
             rc, timed_out = proc.wait(), True
-            f.write(f"\n[benchmarks.scale] killed after {timeout} s\n")
+            f.write(f"\n[benchmarks.harness.user_command] killed after {timeout} s\n")
         exit_t = time.time()
     return {"launch": launch, "exit": exit_t, "rc": rc, "timed_out": timed_out}
 
 
 def bare_engine(args: argparse.Namespace, p, work: Path) -> dict:
     """vLLM alone, one engine, on one pack's worth of windows of the run's size, through
-    bench.run_contender (a process of its own). The run's EngineSpec: same dtype, length,
-    engine kwargs and memory share."""
+    runner.run_contender (a process of its own). The run's EngineSpec: same dtype, length,
+    engine kwargs and memory share; not its tensor-parallel size or quantization (the bare
+    engine is one GPU's, in the run's dtype)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from benchmarks.bench import run_contender
     from pipeline.embed.engine import engine_env
 
     cfg = p.cfg
@@ -323,7 +109,7 @@ def bare_engine(args: argparse.Namespace, p, work: Path) -> dict:
     seqs = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, (n, size), dtype=np.uint8)]
     texts = pa.array([row.tobytes().decode() for row in seqs], pa.large_string())
     ids = p.tokenizer.encode(texts)
-    bare = work / "scale-bare"
+    bare = work / "cli-bare"
     bare.mkdir(parents=True, exist_ok=True)
     chunk_ids = [f"bare{i:05d}" for i in range(n)]
     lengths = [len(x) for x in ids.to_pylist()]
@@ -335,7 +121,7 @@ def bare_engine(args: argparse.Namespace, p, work: Path) -> dict:
     spec = {
         "contender": "engine",
         "model": args.model,
-        "tag": "scale",
+        "tag": "bare",
         "model_path": engine.model,
         "dtype": str(engine.dtype),
         "device": args.device,
@@ -369,7 +155,7 @@ def plan_for(cmd: list[str]):
     """The run's plan, composed from the same overrides as the CLI's (Hydra's own keys
     aside): its EngineSpec and tokenizer, for the bare engine."""
     from pipeline.cli import overrides_and_dirs
-    from pipeline.config import compose, to_config
+    from pipeline.compose import compose, to_config
     from pipeline.run import plan
 
     overrides, dirs = overrides_and_dirs(cmd[3:])
@@ -479,25 +265,6 @@ def figures(run: dict, manifest: dict, gpu: dict, bare: dict, engines: int) -> d
 
 
 # ---------------------------------------------------------------------------------- output
-def projection(f: dict, engines: int, target: int) -> dict:
-    """The whole human genome on `target` engines: the measured start-up, then every base as
-    one token at the measured steady rate per engine. Assumes engines scale linearly (one per
-    GPU, sharing nothing) and no tail: the last chromosome's packs finish with the others'."""
-    bases = sum(HUMAN.values())
-    per_engine = f["steady_tok_s"] / engines
-    embed_s = bases / (per_engine * target)
-    return {
-        "bases": bases,
-        "engines": target,
-        "measured_engines": engines,
-        "startup_s": f["startup_s"],
-        "steady_tok_s_per_engine": round(per_engine),
-        "embed_s": round(embed_s),
-        "wall_s": round(f["startup_s"] + embed_s),
-        "wall_min": round((f["startup_s"] + embed_s) / 60, 1),
-    }
-
-
 def print_table(result: dict) -> None:
     f, rows = result["figures"], result["engines"]
     print(
@@ -569,7 +336,7 @@ PHASES = [
 
 def plot(result: dict, path: Path) -> Path | None:
     """Each engine's packs from launch, its start phases shaded, GPU utilisation on a second
-    axis: idle gaps show at a glance. Everything comes from `result` (scale.json)."""
+    axis: idle gaps show at a glance. Everything comes from `result` (NAME.json)."""
     try:
         import matplotlib
 
@@ -578,7 +345,7 @@ def plot(result: dict, path: Path) -> Path | None:
     except ImportError:
         print(
             f"matplotlib is missing: no {path.name} (draw it elsewhere: "
-            "python -m benchmarks.scale --plot scale.json)",
+            "python -m benchmarks.questions.scale --plot RESULT.json)",
             flush=True,
         )
         return None
@@ -658,12 +425,13 @@ def plot(result: dict, path: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------ main
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parser(doc: str | None = None, **defaults) -> argparse.ArgumentParser:
+    """The options every question of this kind takes; `defaults` are the question's own."""
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    ap.add_argument("--model", default="genos_1_2b", help="a shape of benchmarks/shapes.py")
+    ap.add_argument("--model", default="genos_1_2b", help="a shape of harness/shapes.py")
     ap.add_argument("--bases", type=int, default=160_000_000)
     ap.add_argument("--contigs", type=int, default=1000, help="small contigs after the 2 large")
     ap.add_argument("--engines", type=int, default=2)
@@ -680,13 +448,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="records with human chromosome names and sizes instead of --bases/--contigs: "
         "a comma list (chr21,chr22) or 'all' (3.09 Gbp)",
     )
-    ap.add_argument(
-        "--project-engines",
-        type=int,
-        default=0,
-        help="also project the whole human genome on this many engines from the run's "
-        "start-up and steady rate per engine",
-    )
     ap.add_argument("--bare", choices=["first", "last", "none"], default="first")
     ap.add_argument(
         "--bare-windows", type=int, default=0, help="default: one pack's worth of the run's"
@@ -698,10 +459,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--work",
         default=os.environ.get("SCALE_WORK", "/tmp/scale-work"),
-        help="the FASTA (cached), the model, and scale-run/ (the CLI's output: not in --out, "
-        "it can be large), scale-hydra/ (its dnaembed.log), scale-bare/ (the bare engine's)",
+        help="the FASTA (cached), the model, and cli-run/ (the CLI's output: not in --out, it "
+        "can be large), cli-hydra/ (its dnaembed.log), cli-bare/ (the bare engine's)",
     )
-    ap.add_argument("--plot", metavar="RESULT_JSON", help="only redraw the PNG from a scale.json")
+    ap.add_argument("--plot", metavar="RESULT_JSON", help="only redraw the PNG from a result")
+    ap.set_defaults(**defaults)
+    return ap
+
+
+def parse(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """The options; with --smoke, the smoke sizes where an option was left at its default."""
     args = ap.parse_args(argv)
     if args.smoke:
         for k, v in SMOKE.items():
@@ -711,8 +478,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def parse_args(argv: list[str] | None = None, **defaults) -> argparse.Namespace:
+    return parse(parser(None, **defaults), argv)
+
+
+def run(args: argparse.Namespace, name: str, finish: Callable[[dict], None] | None = None) -> int:
+    """The measurement: NAME.json and NAME.png in --out (the CLI's output in NAME-cli.log),
+    the table printed. `finish` adds a question's own figures to the result before it is
+    written. With --plot, only the PNG is redrawn from a result."""
     if args.plot:
         src = Path(args.plot)
         drawn = plot(json.loads(src.read_text()), src.with_suffix(".png"))
@@ -721,22 +494,21 @@ def main(argv: list[str] | None = None) -> int:
     out, work = Path(args.out).resolve(), Path(args.work).resolve()
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    fasta, fasta_info = genome(args, work)
+    fasta, fasta_info = genome_fasta(work, args.bases, args.contigs, args.chromosomes, args.seed)
     model = model_path(args, work)
-    run_out = work / "scale-run"
+    run_out = work / "cli-run"
     cmd = cli_command(args, fasta, run_out, model, work)
     p = plan_for(cmd)
     bare: dict = {"skipped": True}
     if args.bare == "first":
         bare = bare_engine(args, p, work)
     print(f"running: {shlex.join(cmd)}", flush=True)
+    log = out / f"{name}-cli.log"
     with GpuSampler(args.device) as sampler:
-        run = run_cli(cmd, out / "scale-cli.log", args.timeout)
-    print(f"exit {run['rc']} after {run['exit'] - run['launch']:.1f} s", flush=True)
+        timing = run_cli(cmd, log, args.timeout)
+    print(f"exit {timing['rc']} after {timing['exit'] - timing['launch']:.1f} s", flush=True)
     if args.bare == "last":
         bare = bare_engine(args, p, work)
-    from benchmarks.bench import versions
-
     result: dict = {
         "device": args.device,
         "versions": versions(args.device),
@@ -752,36 +524,33 @@ def main(argv: list[str] | None = None) -> int:
         "output": str(run_out),
         "bare_order": args.bare,
         "bare": bare,
-        "cli": {k: run[k] for k in ("rc", "timed_out")},
-        "gpu": sampler.to_json(run["launch"]),
+        "cli": {k: timing[k] for k in ("rc", "timed_out")},
+        "gpu": sampler.to_json(timing["launch"]),
     }
-    ok = run["rc"] == 0 and "error" not in bare
-    if run["rc"] == 0:
-        manifest = json.loads((run_out / "_manifest.json").read_text())
+    ok = timing["rc"] == 0 and "error" not in bare
+    if timing["rc"] == 0:
+        manifest = read_manifest(run_out)
         result["timeline"] = {
-            "launch": run["launch"],
-            "exit": run["exit"],
+            "launch": timing["launch"],
+            "exit": timing["exit"],
             "engine": manifest["engine"],
         }
-        result["engines"] = engine_rows(manifest["engine"], run["launch"])
-        result["figures"] = figures(run, manifest, result["gpu"], bare, args.engines)
-        if args.project_engines:
-            result["projection"] = projection(result["figures"], args.engines, args.project_engines)
+        result["engines"] = engine_rows(manifest["engine"], timing["launch"])
+        result["figures"] = figures(timing, manifest, result["gpu"], bare, args.engines)
+        if finish:
+            finish(result)
     else:
-        tail = (out / "scale-cli.log").read_text(errors="replace")[-3000:]
+        tail = log.read_text(errors="replace")[-3000:]
         result["error"] = tail
-        print(f"the CLI failed (rc {run['rc']}):\n{tail}", flush=True)
+        print(f"the CLI failed (rc {timing['rc']}):\n{tail}", flush=True)
     if "error" in bare:
         print(f"the bare engine failed:\n{bare['error'][-1500:]}", flush=True)
-    (out / "scale.json").write_text(json.dumps(result, indent=2))
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
     if "figures" in result:
         print_table(result)
-        drawn = plot(result, out / "scale.png")
+        drawn = plot(result, path.with_suffix(".png"))
         if drawn:
             print(f"wrote {drawn}", flush=True)
-    print(f"wrote {out / 'scale.json'}", flush=True)
+    print(f"wrote {path}", flush=True)
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,16 @@
-"""dnaembed against the raw engine, HF transformers and Ray Data LLM, side by side.
+"""Engine vs pipeline: the user's command (dnaembed, FASTA to Parquet) against the bare vLLM
+engine on the same token ids, and against HF transformers (as run today, and tuned) and Ray
+Data LLM; fidelity of every contender's embeddings against HF on a sample of windows.
 
-    python -m benchmarks.bench --device cuda --models genos_1_2b,genos_10b --out $OUT
-    python -m benchmarks.bench --device cpu --models tiny --out /tmp/bench   # smoke test
+    python -m benchmarks.questions.engine_vs_pipeline --device cuda --models genos_1_2b --out $OUT
+    python -m benchmarks.questions.engine_vs_pipeline --device cpu --models tiny --out /tmp/b
 
-One run, one machine: builds random-weight models of the real architectures, writes the
-workloads as FASTA, gives every contender the same token ids (each in a process of its own),
-checks fidelity against HF on a sample, prints a table and writes bench.json. See BENCHMARKS.md.
+One run, one machine: builds random-weight models of the Genos shapes, writes the workloads
+(`uniform`, `genome`, `long`) as FASTA, gives every contender the same token ids (each in a
+process of its own, one after another), prints a table and writes bench.json (lanes run one
+after another merge with `python -m benchmarks.harness.report`). Named variants of a contender
+(`--variants`: engine settings, environment, overrides) are how the MoE tiles, the MFU knobs and
+FP8 are measured; `--scale N` adds dnaembed with 1 and N engines on a large workload.
 """
 
 from __future__ import annotations
@@ -13,21 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks import shapes, workloads
+from benchmarks.harness import shapes, workloads
+from benchmarks.harness.report import fidelity, print_table, ratios, versions
+from benchmarks.harness.runner import run_contender
 
-REPO = Path(__file__).resolve().parent.parent
-# Tokens per workload and model (the issue's sizes on GPU; small ones for the CPU smoke test).
+# Tokens per workload and model (on GPU, the sizes BENCHMARKS.md reports; small ones for the
+# CPU smoke test).
 SIZES = {
     "cuda": {
         "genos_1_2b": {"uniform": 524288, "genome": 1_500_000, "long": 4 * 131072},
@@ -39,132 +42,6 @@ WINDOW = {"uniform": 8192, "genome": 8192, "long": 131072}
 CPU_WINDOW = {"uniform": 2048, "genome": 2048, "long": 8192}
 PEAK_TFLOPS = 989.4  # dense bf16, H100/H200 SXM spec
 MATMUL_TFLOPS = 790.0  # an 8192^3 bf16 matmul measured on these H200s (device KINDS.md)
-
-
-class GpuMemory:
-    """Peak GPU memory in use (all processes) while a contender runs, via NVML."""
-
-    def __init__(self) -> None:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self.nvml = pynvml
-            self.handles = [
-                pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())
-            ]
-        except Exception:
-            self.nvml = None
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def __enter__(self) -> GpuMemory:
-        if self.nvml:
-            self._thread = threading.Thread(target=self._poll, daemon=True)
-            self._thread.start()
-        return self
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            used = max(self.nvml.nvmlDeviceGetMemoryInfo(h).used for h in self.handles)
-            self.peak = max(self.peak, used)
-            time.sleep(0.2)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-
-    @property
-    def gib(self) -> float | None:
-        return round(self.peak / 2**30, 1) if self.nvml else None
-
-
-def run_contender(spec: dict, work: Path, timeout: int) -> list[dict] | dict:
-    lane = f".{spec['lane']}" if spec.get("lane") else ""
-    label = spec.get("label", spec["contender"])
-    path = work / f"{spec['model']}.{label}.{spec['tag']}{lane}.json"
-    path.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    # A Ray temp dir of its own (short: it holds unix sockets), to read its workers' logs if
-    # the contender fails: an actor that dies at start shows nothing in the driver's output.
-    ray_tmp = Path(f"/tmp/rt-{os.getpid()}-{label}{lane}")
-    env["RAY_TMPDIR"] = str(ray_tmp)
-    load_start = os.getloadavg()[0]
-    try:
-        with GpuMemory() as mem:
-            t = time.perf_counter()
-            try:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.contenders", str(path)],
-                    cwd=REPO,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                )
-            except subprocess.TimeoutExpired as e:
-                out = _text(e.stdout) + _text(e.stderr)
-                (work / f"{path.stem}.log").write_text(out + ray_errors(ray_tmp))
-                return {"error": f"timed out after {timeout} s: {out[-800:]}"}
-            elapsed = time.perf_counter() - t
-        failed = proc.returncode != 0
-        log = proc.stdout + proc.stderr + (ray_errors(ray_tmp) if failed else "")
-        (work / f"{path.stem}.log").write_text(log)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    if failed:
-        tail = (proc.stdout + proc.stderr)[-1500:]
-        print(f"  {spec['contender']} FAILED ({elapsed:.0f} s):\n{tail}", flush=True)
-        return {"error": tail}
-    results = json.loads(path.with_suffix(".result.json").read_text())
-    for r in results:
-        r["sample_file"] = str(path.with_suffix(f".{r['workload']}.npz"))
-        r["sample"] = load_sample(r["sample_file"])
-        r["gpu_mem_gib"] = mem.gib
-        r["process_s"] = elapsed
-        # Other work on the machine meanwhile (lanes run side by side): 1-minute load average.
-        r["load"] = [load_start, os.getloadavg()[0], os.cpu_count()]
-    return results
-
-
-def _text(x: bytes | str | None) -> str:
-    return x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
-
-
-def ray_errors(ray_tmp: Path, limit: int = 200_000) -> str:
-    """Error lines, with context, from the Ray workers' logs of a failed contender."""
-    out = []
-    for f in sorted(ray_tmp.glob("ray/session_*/logs/*")):
-        if not f.is_file() or f.suffix not in (".err", ".out", ".log"):
-            continue
-        lines = f.read_text(errors="replace").splitlines()
-        hits = [i for i, line in enumerate(lines) if re.search(r"Error|Traceback|Exception", line)]
-        if hits:
-            out.append(f"\n===== {f.name}")
-            keep = sorted({j for i in hits for j in range(max(0, i - 3), min(len(lines), i + 8))})
-            out += [lines[j] for j in keep]
-    return "\n".join(out)[-limit:]
-
-
-def load_sample(path: str) -> dict[str, np.ndarray]:
-    sample = np.load(path)
-    return dict(zip(sample["ids"].tolist(), sample["emb"], strict=True))
-
-
-def fidelity(result: dict, reference: dict, suffix: str = "") -> dict:
-    pearson, rel = [], []
-    for cid, ref in reference.items():
-        got = result["sample"].get(cid)
-        if got is None:
-            continue
-        pearson.append(float(np.corrcoef(got, ref)[0, 1]))
-        rel.append(float(np.linalg.norm(got - ref) / np.linalg.norm(ref)))
-    if not pearson:
-        return {}
-    return {
-        f"pearson_min{suffix}": min(pearson),
-        f"rel_l2_max{suffix}": max(rel),
-        f"n{suffix}": len(pearson),
-    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='JSON: more contenders, each a named variant of one, e.g. {"dnaembed:omp": '
         '{"contender": "dnaembed", "overrides": ["+embed.env_vars.OMP_NUM_THREADS=8"]}, '
         '"engine:prof": {"contender": "engine", "env": {"DNAEMBED_PROFILE_DIR": "/tmp/prof"}}} '
-        "(the bare engine's opt-in py-spy profile, benchmarks/profile.py); name them in "
+        "(the bare engine's opt-in py-spy profile, benchmarks/harness/profile.py); name them in "
         "--contenders",
     )
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
@@ -224,8 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--lane",
         default="",
-        help="a name for this run when several share --work side by side (one per GPU): keeps "
-        "their files apart while they share the models and workloads (merge: benchmarks.report)",
+        help="a name for this run when several share --work (one per GPU, or one after "
+        "another): keeps their files apart while they share the models and workloads (merge: "
+        "benchmarks.harness.report)",
     )
     return ap.parse_args(argv)
 
@@ -354,7 +232,7 @@ def pipeline_overrides(args: argparse.Namespace, base: dict, kind: str) -> list[
 
 def prepare_workload(args: argparse.Namespace, base: dict, kind: str, work: Path) -> dict:
     """The workload's FASTA, and its windows tokenized exactly as the pipeline does."""
-    from pipeline.config import compose, to_config
+    from pipeline.compose import compose, to_config
     from pipeline.run import plan
 
     model = base["model"]
@@ -522,103 +400,6 @@ def token_lengths(path: Path) -> list[int]:
     import pyarrow.parquet as pq
 
     return pq.read_table(path, columns=["n_tokens"]).column(0).to_pylist()
-
-
-def ratios(rows: list[dict], report: dict) -> None:
-    """The issue's goals, as ratios measured in this run."""
-    by = {(r["model"], r["workload"], r["contender"]): r for r in rows if "tok_s_wall" in r}
-    out = {}
-    for (model, kind, name), r in by.items():
-        if name.split(":")[0] != "dnaembed":
-            continue
-        for other in ("engine", "hf_today", "hf_tuned", "raydata"):
-            o = by.get((model, kind, other))
-            if o and o["tok_s"]:
-                out[f"{model}/{kind}: {name} / {other}"] = round(r["tok_s"] / o["tok_s"], 3)
-            if o:  # end to end, starts included
-                out[f"{model}/{kind}: {name} / {other} (wall)"] = round(
-                    r["tok_s_wall"] / o["tok_s_wall"], 3
-                )
-    for model in {r["model"] for r in rows}:
-        one = [r for k, r in by.items() if k[0] == model and k[2] == "dnaembed@1"]
-        many = [
-            r
-            for k, r in by.items()
-            if k[0] == model and k[2].startswith("dnaembed@") and k[2] != "dnaembed@1"
-        ]
-        if one and many:
-            out[f"{model}/scale: {many[0]['contender']} / dnaembed@1"] = round(
-                many[0]["tok_s"] / one[0]["tok_s"], 3
-            )
-    report["ratios"] = out
-
-
-def print_table(rows: list[dict]) -> None:
-    cols = [
-        "model",
-        "workload",
-        "contender",
-        "windows",
-        "tokens",
-        "tok_s",
-        "win_s",
-        "steady_s",
-        "start_s",
-        "wall_s",
-        "mfu",
-        "gpu_mem_gib",
-        "pearson_min",
-        "rel_l2_max",
-        "pearson_min_fp32",
-        "rel_l2_max_fp32",
-    ]
-    print(" | ".join(cols))
-    for r in rows:
-        if "error" in r:
-            print(f"{r['model']} | {r['workload']} | {r['contender']} | ERROR {r['error'][-80:]!r}")
-            continue
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if isinstance(v, float):
-                v = (
-                    f"{v:.6f}"
-                    if c.startswith("pearson")
-                    else f"{v:.3g}"
-                    if c.startswith(("mfu", "rel_l2"))
-                    else f"{v:,.1f}"
-                )
-            cells.append("" if v is None else str(v))
-        print(" | ".join(cells))
-    sys.stdout.flush()
-
-
-def versions(device: str) -> dict:
-    import ray
-    import torch
-    import transformers
-    import vllm
-
-    v = {
-        "vllm": vllm.__version__,
-        "ray": ray.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": sys.version.split()[0],
-    }
-    if device == "cuda":
-        v["gpu"] = torch.cuda.get_device_name(0)
-        v["gpus"] = torch.cuda.device_count()
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-            )
-            v["driver"] = out.stdout.strip().splitlines()[0]
-        except (OSError, IndexError):
-            pass
-    return v
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Layers and poolings on the engine: throughput, fidelity against HF, tensor parallelism, and
 the user's command end to end. Prints a table per part and writes one JSON.
 
-    python -m benchmarks.layers --shape genos_1_2b --parts engine,fidelity,pipeline --out X.json
-    python -m benchmarks.layers --shape genos_10b --parts engine,tp2,fidelity --out Y.json
+    python -m benchmarks.questions.layers --shape genos_1_2b --parts engine,fidelity,pipeline \
+        --out X.json
+    python -m benchmarks.questions.layers --shape genos_10b --parts engine,tp2,fidelity --out Y.json
 
 Each engine runs in a subprocess of its own (a fresh GPU for each); the engine is built by
 the product's own code (EngineSpec, build_llm), so our model class is loaded the way a run
@@ -14,13 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness.runner import read_manifest, run_logged, spawn_json
+from benchmarks.harness.shapes import model_dir
+
+MODULE = "benchmarks.questions.layers"
 WORK = Path(os.environ.get("LAYERS_WORK", "/tmp/layers-work"))
 FIDELITY_LENGTHS = (1, 100, 2048, 8192)
 
@@ -48,7 +52,7 @@ def workload(n: int, length: int, seed: int = 0) -> list[list[int]]:
 
 
 def spec_for(model: str, config: str, tp: int, max_len: int, device: str):
-    from pipeline.embed.engine import EngineSpec
+    from benchmarks.harness.contenders import engine_spec
     from pipeline.embed.outputs import DeviceHead, resolve_layers
 
     n = num_layers(model)
@@ -57,14 +61,10 @@ def spec_for(model: str, config: str, tp: int, max_len: int, device: str):
     kwargs = {"disable_custom_all_reduce": True} if tp > 1 else {}
     if device == "cpu":
         kwargs["enforce_eager"] = True  # a smoke run: no compile
-    return EngineSpec(
-        model=model,
-        tokenizer=model,
-        revision=None,
-        dtype="bfloat16" if device == "cuda" else "float32",
-        max_model_len=max_len,
-        pooling="MEAN",
-        device=device,
+    return engine_spec(
+        model,
+        device,
+        max_len,
         tensor_parallel_size=tp,
         head=head,
         gpu_memory_utilization=0.85 if device == "cuda" else None,
@@ -120,7 +120,7 @@ def fidelity_windows() -> list[list[int]]:
 
 def spawn(args: argparse.Namespace, config: str, tp: int = 1, fidelity: bool = False) -> dict:
     cmd = [
-        sys.executable, "-m", "benchmarks.layers", "--one", "--model", args.model,
+        sys.executable, "-m", MODULE, "--one", "--model", args.model,
         "--shape", args.shape, "--config", config, "--tp", str(tp),
         "--windows", str(args.windows), "--length", str(args.length), "--reps", str(args.reps),
         "--device", args.device,
@@ -134,14 +134,8 @@ def spawn(args: argparse.Namespace, config: str, tp: int = 1, fidelity: bool = F
         env.setdefault("CUDA_VISIBLE_DEVICES", "0")
     else:
         env["VLLM_ALLREDUCE_USE_SYMM_MEM"] = "0"
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-    (WORK / f"log-{args.shape}-{config}-tp{tp}.txt").write_text(proc.stdout + proc.stderr)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
-    if proc.returncode or not lines:
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        return {"config": config, "tp": tp, "error": tail, "wall_s": time.perf_counter() - t}
-    return {**json.loads(lines[-1]), "wall_s": round(time.perf_counter() - t, 1)}
+    log = WORK / f"log-{args.shape}-{config}-tp{tp}.txt"
+    return {"config": config, "tp": tp, **spawn_json(cmd, log, args.timeout, env)}
 
 
 def close(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -188,11 +182,11 @@ def hf_fidelity(args: argparse.Namespace) -> list[dict]:
 def pipeline_runs(args: argparse.Namespace) -> list[dict]:
     """The user's command (dnaembed's run()) on a FASTA: default against three layers x two
     poolings, one engine each, Ray started by the run as the CLI does."""
-    from benchmarks.workloads import _write_fasta, make_records
+    from benchmarks.harness.workloads import make_records, write_records
 
     fasta = WORK / "genome.fa"
     if not fasta.exists():
-        _write_fasta(fasta, make_records("genome", args.mbp * 1_000_000, 8192, seed=3))
+        write_records(fasta, make_records("genome", args.mbp * 1_000_000, 8192, seed=3))
     rows = []
     for name, extra in (
         ("default", []),
@@ -205,14 +199,11 @@ def pipeline_runs(args: argparse.Namespace) -> list[dict]:
             f"input={fasta}", f"output={out}", "output.mode=overwrite", "window.size=8192",
             "model.max_model_len=16384", f"hydra.run.dir={WORK}/hydra-{name}", *extra,
         ]  # fmt: skip
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-        wall = time.perf_counter() - t
-        (WORK / f"log-pipeline-{name}.txt").write_text(proc.stdout + proc.stderr)
+        proc, wall = run_logged(cmd, WORK / f"log-pipeline-{name}.txt", args.timeout)
         if proc.returncode:
             rows.append({"run": name, "error": (proc.stdout + proc.stderr)[-3000:]})
             continue
-        m = json.loads((out / "_manifest.json").read_text())
+        m = read_manifest(out)
         rows.append(
             {
                 "run": name,
@@ -250,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(one_engine(args)), flush=True)
         return 0
     if args.model is None:
-        from benchmarks.shapes import SHAPES, build
-
-        args.model = str(build(SHAPES[args.shape], WORK, args.device))
+        args.model = model_dir(args.shape, WORK, args.device)
     report: dict = {"shape": args.shape, "model": args.model}
     parts = args.parts.split(",")
     if "engine" in parts:

@@ -1,7 +1,8 @@
 """Regions and variants: the user's command end to end against the bare engine on the same
-windows, in one session. Prints a table and writes one JSON.
+windows, on one machine. Prints a table and writes one JSON.
 
-    python -m benchmarks.loci --shape genos_1_2b --regions 4000 --variants 600 --out X.json
+    python -m benchmarks.questions.loci --shape genos_1_2b --regions 4000 --variants 600 \
+        --out X.json
 
 Inputs are generated: a random-base reference of `--contigs` x `--contig-mbp` (bgzip with
 .fai and .gzi, as an hg38.fa.gz usually is), a BED of peak-like intervals (log-normal widths,
@@ -21,13 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness.runner import read_manifest, run_logged, spawn_json
+from benchmarks.harness.shapes import model_dir
+
+MODULE = "benchmarks.questions.loci"
 WORK = Path(os.environ.get("LOCI_WORK", "/tmp/loci-work"))
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 
@@ -129,7 +133,7 @@ def variant_windows(seqs, alleles, size: int) -> tuple[list[str], list[str]]:
 def ids_of(seqs: list[str]) -> list[list[int]]:
     lut = np.zeros(256, dtype=np.int64)
     for i, b in enumerate(b"ACGT"):
-        lut[b] = 4 + i  # the Genos-like vocabulary of benchmarks/shapes.py: A C G T = 4..7
+        lut[b] = 4 + i  # the Genos-like vocabulary of harness/shapes.py: A C G T = 4..7
     return [lut[np.frombuffer(s.encode(), np.uint8)].tolist() for s in seqs]
 
 
@@ -137,16 +141,13 @@ def bare_engine(args: argparse.Namespace) -> dict:
     """In a subprocess: vLLM with its own MEAN pooler on the saved windows, timed per set."""
     from vllm.inputs import TokensPrompt
 
-    from pipeline.embed.engine import EngineSpec, build_llm
+    from benchmarks.harness.contenders import engine_spec
+    from pipeline.embed.engine import build_llm
 
-    spec = EngineSpec(
-        model=args.model,
-        tokenizer=args.model,
-        revision=None,
-        dtype="bfloat16" if args.device == "cuda" else "float32",
-        max_model_len=16384,
-        pooling="MEAN",
-        device=args.device,
+    spec = engine_spec(
+        args.model,
+        args.device,
+        16384,
         gpu_memory_utilization=0.85 if args.device == "cuda" else None,
         engine_kwargs={"enforce_eager": True} if args.device == "cpu" else {},
     )
@@ -174,13 +175,10 @@ def pipeline_run(args, name: str, extra: list[str]) -> dict:
     ]  # fmt: skip
     if args.device == "cpu":
         cmd += ["embed.device=cpu", "+embed.engine_kwargs.enforce_eager=true"]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-    wall = time.perf_counter() - t
-    (WORK / f"log-{name}.txt").write_text(proc.stdout + proc.stderr)
+    proc, wall = run_logged(cmd, WORK / f"log-{name}.txt", args.timeout)
     if proc.returncode:
         return {"run": name, "error": (proc.stdout + proc.stderr)[-3000:]}
-    m = json.loads((out / "_manifest.json").read_text())
+    m = read_manifest(out)
     c, e = m["counts"], m["engine"]
     return {
         "run": name,
@@ -217,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(bare_engine(args)), flush=True)
         return 0
     if args.model is None:
-        from benchmarks.shapes import SHAPES, build
-
-        args.model = str(build(SHAPES[args.shape], WORK, args.device))
+        args.model = model_dir(args.shape, WORK, args.device)
     t = time.perf_counter()
     seqs = write_reference(WORK / "ref.fa.gz", args.contigs, int(args.contig_mbp * 1e6))
     for suffix in (".fai", ".gzi"):
@@ -255,20 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.device == "cpu":
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks.loci",
-        "--one",
-        "--model",
-        args.model,
-        "--device",
-        args.device,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-    (WORK / "log-bare.txt").write_text(proc.stdout + proc.stderr)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
-    bare = json.loads(lines[-1]) if lines else {"error": (proc.stdout + proc.stderr)[-3000:]}
+    cmd = [sys.executable, "-m", MODULE, "--one", "--model", args.model, "--device", args.device]
+    # A result printed counts even if the engine's shutdown fails after it.
+    bare = spawn_json(cmd, WORK / "log-bare.txt", args.timeout, env, check_rc=False)
     report["bare_engine"] = bare
     print(
         f"{args.shape}: {report['regions']} regions (flank {args.flank}), {report['alleles']} "

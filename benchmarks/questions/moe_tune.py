@@ -8,8 +8,8 @@ configs at prefill-sized token counts, keeps the fastest, and writes the file vL
 `VLLM_TUNED_CONFIG_FOLDER`. Small token counts (never seen by an embedding prefill) keep vLLM's
 own defaults, so nothing gets slower there.
 
-    python -m benchmarks.moe_tune --shape genos_10b --out-dir pipeline/embed/moe_configs \
-        --json $OUT/moe_tune.json
+    python -m benchmarks.questions.moe_tune --shape genos_10b \
+        --out-dir pipeline/embed/moe_configs --json $OUT/moe_tune.json
 
 GPU only (Triton); `candidates` and `merge` are plain functions, tested on CPU.
 """
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         try_get_optimal_moe_config,
     )
 
-    from benchmarks.shapes import SHAPES
+    from benchmarks.harness.shapes import SHAPES
 
     shape = SHAPES[args.shape]
     e, n, k, top_k = shape.experts, shape.moe_hidden, shape.hidden, shape.top_k

@@ -1,15 +1,16 @@
-"""What the driver's input checks cost before Ray starts (pipeline/precheck.py): the plan of
-the user's command, timed with and without them, at realistic input sizes. Prints a table,
-writes precheck.json.
+"""Input checks: what the driver's checks of the input cost before Ray starts
+(pipeline/precheck.py): the plan of the user's command, and the checks alone, at realistic
+input sizes. Prints a table, writes precheck.json.
 
-    python -m benchmarks.precheck --out /tmp/precheck                 # CPU, about a minute
-    python -m benchmarks.precheck --loci 2000 --files 20 --out /tmp/p # the test's size
+    python -m benchmarks.questions.precheck --out /tmp/precheck           # CPU, about a minute
+    python -m benchmarks.questions.precheck --loci 2000 --files 20 --out /tmp/p   # the test's
 
 Inputs, written under --work from the demo genome (real DNA): a reference of --contigs
 contigs of --contig-bases each (indexed), a VCF of --loci SNVs at random positions with the
 reference's own REF, a BED of --loci intervals, and a directory of --files FASTA files of
 --file-bases each. `plan` is pipeline.run.plan (config, inputs listed, tokenizer, the model's
-config, fingerprint, and the checks); `checks` is pipeline.run.check_input alone.
+config, fingerprint, and the checks); `checks` is the checks alone, as plan runs them (the
+input kind's precheck over the run's own read stages).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import random
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks.harness.runner import REPO
 
 
 def write_inputs(
@@ -67,14 +68,15 @@ def write_inputs(
 
 
 def measure(args: list[str]) -> dict:
-    from pipeline.config import compose, to_config
-    from pipeline.run import check_input, plan
+    from pipeline.compose import compose, to_config
+    from pipeline.run import plan
+    from pipeline.stages import StatsSink
 
     cfg = to_config(compose(["model=tiny", "output=/nonexistent/out", *args]))
     t0 = time.perf_counter()
     p = plan(cfg)
     t1 = time.perf_counter()
-    check_input(p)
+    p.kind.precheck(p.sources, p.kind.read_stages(p.model_key, StatsSink()))
     t2 = time.perf_counter()
     return {"plan_s": round(t1 - t0, 3), "checks_s": round(t2 - t1, 3)}
 

@@ -1,8 +1,8 @@
 """Object store pressure: the user's command on inputs whose tokenized windows are 1x .. Nx
 the object store, with every process's memory sampled. Prints a table, writes pressure.json.
 
-    python -m benchmarks.pressure --multiples 1,8 --out /tmp/pressure        # CPU, ~15 min
-    python -m benchmarks.pressure --multiples 1.1 --out /tmp/p --work /tmp/w # the test's size
+    python -m benchmarks.questions.pressure --multiples 1,8 --out /tmp/pressure   # CPU, ~15 min
+    python -m benchmarks.questions.pressure --multiples 1.1 --out /tmp/p --work /tmp/w  # test
 
 A local Ray of `--object-store-mib` (75 MiB, Ray's minimum, by default) runs the CLI as typed
 (`ray.object_store_memory=...`) on a random gzip FASTA of multiple x store / 4 bases (token ids
@@ -24,9 +24,9 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.scale import record_lengths, write_fasta
+from benchmarks.harness.runner import read_manifest, repo_env
+from benchmarks.harness.workloads import record_lengths, write_fasta
 
-REPO = Path(__file__).resolve().parent.parent
 SAMPLE_S = 0.25
 MIB = 1 << 20
 # A model small enough that the pipeline, not the forward pass, sets the pace on 2 CPU cores.
@@ -150,7 +150,7 @@ def run_one(multiple: float, args: argparse.Namespace, work: Path) -> dict:
     proc = subprocess.Popen(
         cmd,
         cwd=work,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=repo_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -173,7 +173,7 @@ def run_one(multiple: float, args: argparse.Namespace, work: Path) -> dict:
     if proc.returncode != 0:
         row["error"] = (stdout + stderr)[-3000:]
         return row
-    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest = read_manifest(out)
     c = manifest["counts"]
     row |= {
         "tokens": c["tokens"],

@@ -1,6 +1,7 @@
-"""The pipeline as Ray jobs on a real multi-GPU cluster: tensor parallel vs one engine per GPU.
+"""Ray jobs: the pipeline submitted as Ray jobs to a real multi-GPU cluster, one engine over
+two GPUs (tensor parallel) against one engine per GPU.
 
-    CUDA_VISIBLE_DEVICES=2,3 python -m benchmarks.cluster_jobs --out $OUT/jobs --work /tmp/w
+    CUDA_VISIBLE_DEVICES=0,1 python -m benchmarks.questions.ray_jobs --out $OUT/jobs --work /tmp/w
 
 Starts a head node (`ray start --head`, dashboard on loopback) over the visible GPUs, submits
 the same run through `python -m pipeline.jobs submit --wait` once per layout (Genos-10B shape,
@@ -20,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import shapes, workloads
+from benchmarks.harness import shapes, workloads
+from benchmarks.harness.runner import REPO, read_manifest
 from pipeline.jobs import start_local_head, stop_local_head
 
-REPO = Path(__file__).resolve().parent.parent
 # Packs are the unit of work shared among engines: 128 windows in 1M-token packs (the
 # default budget) would give one engine all the work. 262144 tokens: four packs, two per GPU.
 PACK = "embed.max_batch_tokens=262144"
@@ -74,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     window = 8192 if args.device == "cuda" else 2048
     out, work = Path(args.out).resolve(), Path(args.work).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model_path = shapes.build(shapes.SHAPES[args.model], work, args.device)
+    model_path = shapes.model_dir(args.model, work, args.device)
     fasta = work / "jobs" / "uniform.fa"
     fasta.parent.mkdir(parents=True, exist_ok=True)
-    workloads._write_fasta(fasta, workloads.make_records("uniform", args.tokens, window, 3))
+    workloads.write_records(fasta, workloads.make_records("uniform", args.tokens, window, 3))
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     # Under `timeout`, stop the head on SIGTERM too: its engines would go on holding the GPUs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"layout": name, "error": text[-1500:], "job_wall_s": wall})
                 print(f"{name}: FAILED\n{rows[-1]['error']}", flush=True)
                 continue
-            manifest = json.loads((dest / "_manifest.json").read_text())
+            manifest = read_manifest(dest)
             rows.append(
                 {
                     "layout": name,

@@ -1,7 +1,8 @@
-"""Embeddings on demand: `dnaembed-serve` against `vllm serve` on the same model and GPU.
+"""Serving: `dnaembed-serve` against `vllm serve` on the same model and GPU.
 
-    python -m benchmarks.serve --device cuda --model genos_1_2b --work /tmp/w --out $OUT
-    python -m benchmarks.serve --device cpu --model tiny --smoke --out /tmp/serve   # smoke
+    python -m benchmarks.questions.serving --device cuda --model genos_1_2b --work /tmp/w \
+        --out $OUT
+    python -m benchmarks.questions.serving --device cpu --model tiny --smoke --out /tmp/serve
 
 Each server is started as a user would (its own CLI, in a subprocess; one at a time, nothing
 beside it on the GPU) and measured from the outside, over HTTP, with OpenAI's request body:
@@ -33,7 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks.harness import shapes
+from benchmarks.harness.report import versions
+from benchmarks.harness.runner import repo_env
+
 SMOKE = {"bases": 512, "concurrency": [1, 4], "seconds": 3.0, "latency_n": 10, "batch": 8}
 
 
@@ -219,18 +223,11 @@ def bare_engine(model_dir: str, a: argparse.Namespace, seqs: list[str]) -> dict:
     """LLM.embed in this process with the servers' engine settings: the ceiling."""
     from vllm.inputs import TokensPrompt
 
-    from pipeline.embed.engine import EngineSpec, build_llm
+    from benchmarks.harness.contenders import engine_spec
+    from pipeline.embed.engine import build_llm
     from pipeline.tokenize.tokenizer import DnaTokenizer, TokenizerSpec
 
-    spec = EngineSpec(
-        model=model_dir,
-        tokenizer=model_dir,
-        revision=None,
-        dtype=a.dtype,
-        max_model_len=a.max_model_len,
-        pooling="MEAN",
-        device=a.device,
-    )
+    spec = engine_spec(model_dir, a.device, a.max_model_len, dtype=a.dtype)
     t = time.perf_counter()
     llm = build_llm(spec)
     start = time.perf_counter() - t
@@ -301,15 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     a.dtype = "bfloat16" if a.device == "cuda" else "float32"
     Path(a.work).mkdir(parents=True, exist_ok=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    from benchmarks.shapes import SHAPES, build
-
-    model_dir = str(build(SHAPES[a.model], Path(a.work).resolve(), a.device))
+    model_dir = shapes.model_dir(a.model, Path(a.work), a.device)
     if a.model == "tiny":
         a.max_model_len = min(a.max_model_len, 16384)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = repo_env()
     results = []
     servers = a.servers.split(",")
     if "vllm" in servers:
@@ -338,8 +330,6 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             results.append({"name": "bare engine", "error": f"{type(e).__name__}: {e}"})
     table(results)
-    from benchmarks.bench import versions
-
     report = {
         "device": a.device,
         "model": a.model,

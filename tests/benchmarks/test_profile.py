@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from benchmarks.profile import ENV, RATE, profiled
-from benchmarks.pyspy_summary import read_stacks, summarize
+from benchmarks.harness.profile import ENV, RATE, profiled
+from benchmarks.harness.pyspy_summary import read_stacks, summarize
 
 CHILD = "import time\nt = time.time()\nwhile time.time() - t < 1.5:\n    pass\n"
 

@@ -1,6 +1,7 @@
-"""benchmarks/scale.py: the generated genome, the GPU sampler's nvidia-smi path, the figures
-from a manifest, and a CPU smoke run of the whole benchmark (the CLI on 2 engines, the bare
-engine, the JSON and the plot)."""
+"""The user's command timed (benchmarks/harness/user_command.py) and the questions that run it
+(startup, scale, whole_genome): the generated genome, the GPU sampler's nvidia-smi path, the
+figures from a manifest, the projection, and a CPU smoke run of the whole benchmark (the CLI on
+2 engines, the bare engine, the JSON and the plot)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import time
 
 import pytest
 
-from benchmarks import scale
+from benchmarks.harness import user_command, workloads
+from benchmarks.harness.gpu import GpuSampler
+from benchmarks.questions import scale, startup, whole_genome
 from tests.conftest import REPO
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -32,12 +35,12 @@ def read_fasta(path) -> dict[str, str]:
 
 
 def test_genome_is_shaped_like_an_assembly(tmp_path):
-    lengths = scale.record_lengths(1_000_000, 50)
+    lengths = workloads.record_lengths(1_000_000, 50)
     assert sum(lengths) == 1_000_000
     assert lengths[:2] == [400_000, 400_000] and len(lengths) == 52
     assert len(set(lengths[2:])) > 10  # contigs of many lengths
     path = tmp_path / "g.fa.gz"
-    scale.write_fasta(path, lengths)
+    workloads.write_fasta(path, lengths)
     seqs = read_fasta(path)
     assert list(seqs)[:3] == ["chr1", "chr2", "contig00001"]
     assert [len(s) for s in seqs.values()] == lengths
@@ -47,10 +50,9 @@ def test_genome_is_shaped_like_an_assembly(tmp_path):
         assert n > 0 and s[:n] == s[-n:] == "N" * n
         assert set(inner) == set("ACGT")
     # Cached by its parameters: a second call does not write it again.
-    args = scale.parse_args(["--bases", "20000", "--contigs", "3"])
-    first, info = scale.genome(args, tmp_path)
+    first, info = workloads.genome_fasta(tmp_path, bases=20000, contigs=3)
     assert info["generated_s"] is not None and info["records"] == 5
-    again, info = scale.genome(args, tmp_path)
+    again, info = workloads.genome_fasta(tmp_path, bases=20000, contigs=3)
     assert again == first and info["generated_s"] is None
 
 
@@ -72,7 +74,7 @@ def test_gpu_sampler_falls_back_to_nvidia_smi(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml fails
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     launch = time.time()
-    with scale.GpuSampler("cuda") as sampler:
+    with GpuSampler("cuda") as sampler:
         time.sleep(0.6)
     got = sampler.to_json(launch)
     assert got["source"] == "nvidia-smi" and "pynvml" in got["note"]
@@ -80,7 +82,7 @@ def test_gpu_sampler_falls_back_to_nvidia_smi(tmp_path, monkeypatch):
     g = got["gpus"]["1"]
     assert len(g["t"]) >= 3 and set(g["util"]) == {90.0} and set(g["mem_mib"]) == {2000.0}
     assert 0 <= g["t"][0] <= g["t"][-1] < 5
-    assert scale.GpuSampler("cpu").to_json(launch) == {
+    assert GpuSampler("cpu").to_json(launch) == {
         "source": None,
         "interval_s": None,
         "note": "no GPU sampled: --device cpu",
@@ -108,7 +110,7 @@ def test_figures_from_a_manifest():
             {"engine": "a", "start_s": 7.5, "s": 2.5, "windows": 1, "tokens": 100},
         ],
     }
-    rows = scale.engine_rows(engine, launch)
+    rows = user_command.engine_rows(engine, launch)
     a, b = rows
     assert (a["engine"], a["label"], b["label"]) == ("a", "engine 0", "engine 1")
     assert (a["t0_s"], a["import_s"], a["build_s"], a["warmup_s"], a["ready_s"]) == (
@@ -135,7 +137,7 @@ def test_figures_from_a_manifest():
         }
     }
     run = {"launch": launch, "exit": 1040.0}
-    f = scale.figures(run, manifest, gpu, {"tok_s": 25.0}, engines=2)
+    f = user_command.figures(run, manifest, gpu, {"tok_s": 25.0}, engines=2)
     assert (f["wall_s"], f["startup_s"], f["first_pack_in_s"], f["first_engine_ready_s"]) == (
         40.0,
         22.0,
@@ -147,16 +149,15 @@ def test_figures_from_a_manifest():
     assert f["gpu_util_run"] == 18.8 and f["gpu_util_run_per_gpu"] == {"0": 25.0, "1": 12.5}
     assert f["gpu_util_busy"] == 75.0 and f["gpu_mem_max_mib"] == 9
     # No bare engine, no GPU: those figures are left out or None, the rest stands.
-    f = scale.figures(run, manifest, {"gpus": {}}, {"skipped": True}, engines=2)
+    f = user_command.figures(run, manifest, {"gpus": {}}, {"skipped": True}, engines=2)
     assert f["bare_tok_s"] is None and "e2e_vs_bare" not in f and "gpu_util_run" not in f
 
 
 def test_human_chromosomes_are_named_and_sized_as_grch38(tmp_path, monkeypatch):
-    assert sum(scale.HUMAN.values()) == 3_088_269_832 and len(scale.HUMAN) == 24
+    assert sum(workloads.HUMAN.values()) == 3_088_269_832 and len(workloads.HUMAN) == 24
     # Two chromosomes at a thousandth of their size, through the same generator.
-    monkeypatch.setattr(scale, "HUMAN", {k: v // 1000 for k, v in scale.HUMAN.items()})
-    args = scale.parse_args(["--chromosomes", "chr21,chrY", "--work", str(tmp_path)])
-    path, info = scale.genome(args, tmp_path)
+    monkeypatch.setattr(workloads, "HUMAN", {k: v // 1000 for k, v in workloads.HUMAN.items()})
+    path, info = workloads.genome_fasta(tmp_path, 0, 0, chromosomes="chr21,chrY")
     assert info["chromosomes"] == ["chr21", "chrY"] and info["bases"] == 46_709 + 57_227
     with gzip.open(path, "rt") as f:
         text = f.read()
@@ -164,30 +165,53 @@ def test_human_chromosomes_are_named_and_sized_as_grch38(tmp_path, monkeypatch):
     assert names == ["chr21", "chrY"]
     chr21 = text.split(">chrY")[0].split("\n", 1)[1].replace("\n", "")
     assert len(chr21) == 46_709 and chr21.startswith("N" * 934) and chr21.endswith("N" * 934)
-    args = scale.parse_args(["--chromosomes", "chr21,chr23", "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="chr23"):
-        scale.genome(args, tmp_path)
+        workloads.genome_fasta(tmp_path, 0, 0, chromosomes="chr21,chr23")
 
 
 def test_the_projection_is_start_up_then_every_base_at_the_steady_rate():
     f = {"startup_s": 30.0, "steady_tok_s": 900_000.0}
-    pr = scale.projection(f, engines=2, target=8)
+    pr = whole_genome.projection(f, engines=2, target=8)
     assert pr["steady_tok_s_per_engine"] == 450_000 and pr["engines"] == 8
     assert pr["embed_s"] == round(3_088_269_832 / 3_600_000)
     assert pr["wall_s"] == round(30 + 3_088_269_832 / 3_600_000)
 
 
+def test_each_question_runs_the_user_command_with_its_own_defaults():
+    def parsed(module, *argv):
+        # The options each question's main() parses (its parser, its defaults).
+        ap = user_command.parser(None, **module.DEFAULTS)
+        return user_command.parse(ap, list(argv))
+
+    a = parsed(startup)
+    assert (a.bases, a.contigs, a.engines, a.chromosomes) == (4_000_000, 20, 1, None)
+    a = parsed(scale)
+    assert (a.bases, a.contigs, a.engines, a.chromosomes) == (160_000_000, 1000, 2, None)
+    a = parsed(whole_genome)
+    assert (a.chromosomes, a.engines) == ("chr21,chr22", 2)
+    # --smoke: the small assembly on 2 engines for every question, chromosomes included.
+    for module in (startup, scale, whole_genome):
+        a = parsed(module, "--smoke", "--device", "cpu")
+        assert (a.bases, a.contigs, a.window, a.engines, a.chromosomes) == (
+            200_000,
+            20,
+            2048,
+            2,
+            None,
+        )
+
+
 @pytest.mark.slow  # 80-145 s on 2 cores: two engine starts, and the bare engine's
 def test_cpu_smoke_run(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmarks.scale", "--device", "cpu", "--model", "tiny"]
-    cmd += ["--smoke", "--out", str(out), "--work", str(tmp_path / "work")]
+    cmd = [sys.executable, "-m", "benchmarks.questions.whole_genome", "--device", "cpu"]
+    cmd += ["--model", "tiny", "--smoke", "--out", str(out), "--work", str(tmp_path / "work")]
     cmd += ["--project-engines", "8"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "figure | value" in proc.stdout
     assert "projected: 3,088,269,832 bases on 8 engines (min)" in proc.stdout
-    r = json.loads((out / "scale.json").read_text())
+    r = json.loads((out / "genome.json").read_text())
     assert r["command"][1:3] == ["-m", "pipeline"] and r["cli"]["rc"] == 0
     # No pack size given: the run sized its packs from the input, at least two per engine.
     assert "embed.num_actors=2" in r["command"]
@@ -195,7 +219,7 @@ def test_cpu_smoke_run(tmp_path):
     assert r["pack_tokens"] < r["max_batch_tokens"] and r["figures"]["packs"] >= 4
     assert r["gpu"]["source"] is None and "cpu" in r["gpu"]["note"]
     f = r["figures"]
-    manifest = json.loads((tmp_path / "work" / "scale-run" / "_manifest.json").read_text())
+    manifest = json.loads((tmp_path / "work" / "cli-run" / "_manifest.json").read_text())
     assert f["tokens"] == f["engine_tokens"] == manifest["counts"]["tokens"] == 200_000
     assert f["bases"] == r["input"]["bases"] == 200_000 and f["records"] == 22
     assert 0 < f["first_engine_ready_s"] < f["startup_s"] < f["wall_s"]
@@ -221,10 +245,11 @@ def test_cpu_smoke_run(tmp_path):
         assert x["import_s"] > 0 and x["build_s"] > 0 and x["warmup_s"] >= 0
         assert 0 <= x["idle_max_s"] <= x["idle_sum_s"] and x["idle_tail_s"] >= 0
     # The plot, and the same plot redrawn from the JSON alone.
-    png = out / "scale.png"
+    png = out / "genome.png"
     assert png.read_bytes()[:8] == PNG
     png.unlink()
-    redraw = [sys.executable, "-m", "benchmarks.scale", "--plot", str(out / "scale.json")]
+    redraw = [sys.executable, "-m", "benchmarks.questions.scale", "--plot"]
+    redraw.append(str(out / "genome.json"))
     proc = subprocess.run(redraw, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert png.read_bytes()[:8] == PNG

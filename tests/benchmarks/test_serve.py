@@ -1,4 +1,5 @@
-"""benchmarks/serve.py on CPU: the service measured from outside, with the tiny model."""
+"""benchmarks/questions/serving.py on CPU: the service measured from outside, with the tiny
+model."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.serve import Sequences
+from benchmarks.questions.serving import Sequences
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,8 +25,8 @@ def test_every_request_gets_sequences_of_its_own():
 @pytest.mark.slow
 def test_cpu_smoke_run(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmarks.serve", "--device", "cpu", "--model", "tiny",
-           "--smoke", "--servers", "dnaembed", "--port", "18377",
+    cmd = [sys.executable, "-m", "benchmarks.questions.serving", "--device", "cpu",
+           "--model", "tiny", "--smoke", "--servers", "dnaembed", "--port", "18377",
            "--work", str(tmp_path / "work"), "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
