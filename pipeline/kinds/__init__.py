@@ -52,6 +52,10 @@ class Kind:
     """Its name in manifests, Parquet metadata and the row order."""
     key: ClassVar[str]
     """The `input.<key>` that selects it."""
+    usage: ClassVar[str]
+    """How to ask for it, in messages (`input.variants=VCF`)."""
+    whole: ClassVar[str] = ""
+    """Without a reference: what is done with its files, in messages."""
     reference: ClassVar[bool] = False
     """Reads loci of input.reference (an indexed FASTA) rather than files to tile."""
     takes_flank: ClassVar[bool] = False
@@ -220,12 +224,14 @@ def kind_of(cfg: Config) -> Kind:
     i = cfg.input
     by_key = {k.key: k for k in KINDS.values()}
     # In the order InputConfig declares the keys.
-    given = [f.name for f in fields(i) if f.name in by_key and _is_set(getattr(i, f.name))]
+    ordered = [by_key[f.name] for f in fields(i) if f.name in by_key]
+    given = [k.key for k in ordered if _is_set(getattr(i, k.key))]
+    loci = [k for k in ordered if k.reference]
     if not given:
-        raise ConfigError(
-            "missing input: pass input=PATH (FASTA/FASTQ to tile), or input.reference=FASTA "
-            "with input.regions=BED or input.variants=VCF"
-        )
+        ways = ", or ".join(k.usage for k in ordered if not k.reference)
+        if loci:
+            ways += ", or input.reference=FASTA with " + " or ".join(k.usage for k in loci)
+        raise ConfigError(f"missing input: pass {ways}")
     if len(given) > 1:
         raise ConfigError(
             f"a run reads one input, got {', '.join('input.' + k for k in given)}: "
@@ -234,8 +240,8 @@ def kind_of(cfg: Config) -> Kind:
     kind = by_key[given[0]]
     if not kind.reference and _is_set(i.reference):
         raise ConfigError(
-            "input.reference is read for input.regions or input.variants; input.path "
-            "files are tiled whole"
+            f"input.reference is read for {' or '.join('input.' + k.key for k in loci)}; "
+            f"input.{kind.key} {kind.whole}"
         )
     if kind.reference and not _is_set(i.reference):
         raise ConfigError(f"input.{kind.key} needs input.reference=FASTA (indexed, or bgzip)")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 class Regions(Kind):
     name = "regions"
     key = "regions"
+    usage = "input.regions=BED"
     reference = True
     takes_flank = True
     tiled = True

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 class Tiles(Kind):
     name = "tiles"
     key = "path"
+    usage = "input=PATH (FASTA/FASTQ to tile)"
+    whole = "files are tiled whole"
     per_token = False
     row_columns = OUTPUT_COLUMNS
     window_schema = WINDOW_SCHEMA

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 class Variants(Kind):
     name = "variants"
     key = "variants"
+    usage = "input.variants=VCF"
     reference = True
     roles: ClassVar[dict[str, tuple[str, str]]] = {
         "ref": (TOKEN_IDS, TOKEN_IDS_RC),
