@@ -153,7 +153,8 @@ PIECE_COLUMNS = (PIECE, RECORD_INDEX, PIECE_START, NEXT_RECORD, NEXT_START, PART
 # What the window stages make (and, merged strands, with the reverse complements).
 WINDOW_SCHEMA = schema(CHUNK_ID, SOURCE, SEQ_ID, START, END, STRAND, SEQUENCE)
 MERGE_SCHEMA = schema(*WINDOW_SCHEMA.names, SEQUENCE_RC)
-REGION_SCHEMA = schema(
+# A region's own columns: the BED interval and the window the model saw around it.
+REGION_LOCUS = (
     CHUNK_ID,
     SOURCE,
     SEQ_ID,
@@ -165,10 +166,8 @@ REGION_SCHEMA = schema(
     BED_STRAND,
     WINDOW_START,
     WINDOW_END,
-    SPAN_START,
-    SPAN_END,
-    SEQUENCE,
 )
+REGION_SCHEMA = schema(*REGION_LOCUS, SPAN_START, SPAN_END, SEQUENCE)
 REGION_MERGE_SCHEMA = schema(*REGION_SCHEMA.names, SEQUENCE_RC)
 VARIANT_SCHEMA = schema(
     CHUNK_ID, SOURCE, SEQ_ID, POS, ID, REF, ALT, START, END, STRAND, SEQUENCE, SEQUENCE_ALT
@@ -186,20 +185,7 @@ WRITE_SCHEMA = schema(*COMMIT_SCHEMA.names, STORAGE_RETRIES)
 # A written row: these columns, then the computed ones (one fixed_size_list<float32>[D]
 # column per embedding, `embedding` by default; the manifest lists them).
 OUTPUT_COLUMNS = (CHUNK_ID, SOURCE, SEQ_ID, START, END, STRAND, N_TOKENS)
-REGION_COLUMNS = (
-    CHUNK_ID,
-    SOURCE,
-    SEQ_ID,
-    START,
-    END,
-    STRAND,
-    NAME,
-    SCORE,
-    BED_STRAND,
-    WINDOW_START,
-    WINDOW_END,
-    N_TOKENS,
-)
+REGION_COLUMNS = (*REGION_LOCUS, N_TOKENS)
 # Variants: besides the scores (and kept embeddings).
 VARIANT_COLUMNS = (CHUNK_ID, SOURCE, SEQ_ID, POS, ID, REF, ALT, START, END, STRAND, N_TOKENS)
 

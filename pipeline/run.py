@@ -204,7 +204,7 @@ def plan(cfg: Config) -> Plan:
         notes=found.notes,
     )
     # The input's cheap checks (pipeline/precheck.py), with the run's own stages.
-    kind.precheck(p.sources, kind.read_stages(p.model_key, StatsSink()))
+    kind.precheck(p.sources, p.model_key)
     return p
 
 

@@ -118,13 +118,18 @@ class EngineCore:
         return DeviceHead.from_dict(self.spec.head) if self.spec.head is not None else None
 
     @property
-    def state_columns(self) -> tuple[str, ...]:
-        """The per-token outputs (`tokens_l<k>` per layer of the head), if asked for."""
+    def state_layers(self) -> tuple[int, ...]:
+        """The layers whose per-token states are returned (none without per-token output)."""
         if not self.per_token:
             return ()
         if self.head is None:
             raise ValueError("per-token output runs on dnaembed's head, not vLLM's pooler")
-        return tuple(tokens_column(k) for k in self.head.layers)
+        return self.head.layers
+
+    @property
+    def state_columns(self) -> tuple[str, ...]:
+        """The per-token outputs: `tokens_l<k>` per layer of `state_layers`."""
+        return tuple(tokens_column(k) for k in self.state_layers)
 
     def start(self) -> dict[str, float]:
         """Build the engine and run one tiny request (the first real call then pays no lazy

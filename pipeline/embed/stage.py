@@ -45,11 +45,9 @@ class EmbedStage(Stage):
             *(packed(forward) for forward, _ in self.kind.roles.values()),
             *((packed(SPAN_START), packed(SPAN_END)) if self.kind.spans() else ()),
         )
-        layers = core.head.layers if core.per_token and core.head else ()
-        self.layers: tuple[int, ...] = layers
         self.adds = (
             *self.kind.outputs(core.columns),
-            *(self.kind.state_columns(layers) if core.per_token else ()),
+            *self.kind.state_columns(core.state_layers),
         )
 
     @property
@@ -67,8 +65,7 @@ class EmbedStage(Stage):
     def output_schema(self, hidden_size: int) -> pa.Schema:
         """The written rows' schema, with no row at hand (a run that embedded nothing still
         writes a shard with it, so its output loads with its columns)."""
-        layers = self.layers if self.core.per_token else ()
-        return self.kind.schema(self.core.columns, layers, hidden_size)
+        return self.kind.schema(self.core.columns, self.core.state_layers, hidden_size)
 
     def ray_spec(self) -> RaySpec:
         need = engine_resources(self.core.spec, self.cfg)

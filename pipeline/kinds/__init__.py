@@ -126,8 +126,13 @@ class Kind:
         """The stages from a read task's row to windows with their sequences."""
         raise NotImplementedError
 
-    def precheck(self, sources: list[Source], read: list[Stage]) -> None:
-        """The input's cheap checks on the driver (pipeline/precheck.py)."""
+    def precheck(self, sources: list[Source], model_key: str) -> None:
+        """The input's cheap checks on the driver (pipeline/precheck.py). By default: the
+        first loci of each file through the kind's own read and window stages."""
+        from pipeline.precheck import check_loci
+        from pipeline.stages import StatsSink
+
+        check_loci(self.loci, sources, *self.read_stages(model_key, StatsSink()))
 
     # ---- what is written ----
 

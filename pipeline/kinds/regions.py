@@ -86,11 +86,6 @@ class Regions(Kind):
             ),
         ]
 
-    def precheck(self, sources: list[Source], read: list[Stage]) -> None:
-        from pipeline.precheck import check_loci
-
-        check_loci(self.loci, sources, *read)
-
     def header(self, first: str, what: str, columns: list[EmbeddingColumn]) -> tuple[str, str, str]:
         cfg = self.cfg
         return (

@@ -54,7 +54,7 @@ class Tiles(Kind):
             WindowStage(self.cfg.window, model_key, stats),
         ]
 
-    def precheck(self, sources: list[Source], read: list[Stage]) -> None:
+    def precheck(self, sources: list[Source], model_key: str) -> None:
         from pipeline.precheck import check_tiles
 
         cfg = self.cfg

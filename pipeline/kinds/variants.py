@@ -92,11 +92,6 @@ class Variants(Kind):
             ),
         ]
 
-    def precheck(self, sources: list[Source], read: list[Stage]) -> None:
-        from pipeline.precheck import check_loci
-
-        check_loci(self.loci, sources, *read)
-
     # Per embedding column E: the scores E_<metric> and, kept, E_<allele>.
     def outputs(self, columns: list[EmbeddingColumn]) -> list[str]:
         out = []
