@@ -32,8 +32,10 @@ def conf_dir() -> Path:
     raise ConfigError(f"no config directory beside {package}: the installation is incomplete")
 
 
-# `input=x.fa` means `input.path=x.fa` unless x.fa names an option of the group.
+# `input=x.fa` means `input.path=x.fa` unless x.fa names an option of the group; and
+# `scores=[llr]` means `scores.compute=[llr]`.
 _PATH_SHORTHAND = ("input", "output")
+_LIST_SHORTHAND = {"scores": "compute"}
 
 
 def group_options(group: str, extra_dirs: tuple[str, ...] = ()) -> list[str]:
@@ -53,6 +55,8 @@ def rewrite_overrides(overrides: list[str], extra_dirs: tuple[str, ...] = ()) ->
             raise ConfigError(f"{moved} is now {_MOVED[moved]}")
         if sep and key in _PATH_SHORTHAND and value not in group_options(key, extra_dirs):
             o = f"{key}.path={value}"
+        elif sep and key in _LIST_SHORTHAND and value not in group_options(key, extra_dirs):
+            o = f"{key}.{_LIST_SHORTHAND[key]}={value}"
         out.append(o)
     return out
 

@@ -107,6 +107,16 @@ class Strands(StrEnum):
     merge = "merge"
 
 
+class Score(StrEnum):
+    loglik = "loglik"
+    llr = "llr"
+
+
+class VariantLayout(StrEnum):
+    centred = "centred"
+    end = "end"
+
+
 class ProxyLocation(StrEnum):
     every_node = "every_node"
     head_only = "head_only"
@@ -164,6 +174,10 @@ class InputConfig(SequenceRules):
     variants: str | None = None
     """VCF file (plain or bgzip): one row per ALT allele, the reference and alternate windows
     of window.size bases compared. Needs input.reference."""
+    mutagenesis: str | None = None
+    """BED file of intervals to mutate in silico: every base to each of the three others,
+    scored like variants (scores=[llr]), plus one row per base with the mean and the most
+    damaging. Needs input.reference; intervals longer than mutagenesis.max_bases are refused."""
     format: InputFormat = InputFormat.auto
     """auto (sniffed from the first byte) | fasta | fastq."""
     on_error: OnError = OnError.error
@@ -306,7 +320,10 @@ class EmbedConfig:
     def __post_init__(self) -> None:
         for key in ("layers", "poolings"):
             values = getattr(self, key)
-            if _is_set(values) and (not values or len(set(values)) != len(values)):
+            # embed.layers=[]: no embeddings (a run of scores alone; checked in validate).
+            if _is_set(values) and (
+                (not values and key == "poolings") or len(set(values)) != len(values)
+            ):
                 shown = [str(v) for v in values]
                 raise ConfigError(f"embed.{key} must list each value once, got {shown}")
         if _is_set(self.num_actors):
@@ -350,6 +367,50 @@ class RegionsConfig:
 class VariantsConfig:
     keep_embeddings: bool = False
     """Also store both windows' embeddings (E_ref, E_alt) beside the scores."""
+    layout: VariantLayout = VariantLayout.centred
+    """Where a variant sits in its windows (variants and mutagenesis): centred (window.size
+    // 2 bases before it) | end (variants.end_bases from its first base to the window's end:
+    most of the window is left context, which the reference and alternate share, so a run
+    that scores alone computes it once)."""
+    end_bases: int = 32
+    """The end layout: bases from the variant's first base to the window's end."""
+
+    def __post_init__(self) -> None:
+        _at_least("variants.end_bases", self.end_bases, 1)
+
+
+@dataclass
+class MutagenesisConfig:
+    max_bases: int = 5000
+    """The longest interval of input.mutagenesis (3 rows per base, plus one): a longer one is
+    a config error naming it."""
+
+    def __post_init__(self) -> None:
+        _at_least("mutagenesis.max_bases", self.max_bases, 1)
+
+
+@dataclass
+class ScoresConfig:
+    compute: list[Score] = field(default_factory=list)
+    """Zero-shot scores from the model's LM head, in the same pass as embed.layers (set
+    embed.layers=[] for scores alone, the fastest: shared prefixes are computed once):
+    loglik (per window: loglik_sum and loglik_mean of log P(x_t | x_<t) over its scored
+    tokens) | llr (variants and mutagenesis: llr_sum, llr_mean of alternate minus reference,
+    and llr_site for SNVs). `scores=[llr]` is shorthand. Causal models with an LM head and one
+    token per base only."""
+    per_token: bool = False
+    """Regions and variants: also store per base logp (log P of the base), logp_bases
+    (log-probs of A, C, G, T) and entropy, over the bases embed.per_token covers (bounded by
+    embed.per_token_max_tokens)."""
+
+    def __post_init__(self) -> None:
+        values = self.compute
+        if _is_set(values) and len(set(values)) != len(values):
+            raise ConfigError(f"scores.compute must list each value once, got {list(values)}")
+
+    @property
+    def asked(self) -> bool:
+        return bool(self.compute) or self.per_token
 
 
 @dataclass
@@ -438,6 +499,8 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     regions: RegionsConfig = field(default_factory=RegionsConfig)
     variants: VariantsConfig = field(default_factory=VariantsConfig)
+    mutagenesis: MutagenesisConfig = field(default_factory=MutagenesisConfig)
+    scores: ScoresConfig = field(default_factory=ScoresConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     log: LogConfig = field(default_factory=LogConfig)

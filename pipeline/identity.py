@@ -66,7 +66,13 @@ def fingerprint_fields(
     """
     # Keys added after outputs existed count only where set, so those outputs keep their
     # fingerprint: input.rna, the region/variant inputs, window.flank.
-    later = {"rna": Rna.error, "reference": None, "regions": None, "variants": None}
+    later = {
+        "rna": Rna.error,
+        "reference": None,
+        "regions": None,
+        "variants": None,
+        "mutagenesis": None,
+    }
     # input.split_bases decides how the reading is shared out, not what is made.
     how = {"split_bases"}
     out = {
@@ -89,6 +95,12 @@ def fingerprint_fields(
     out.update((kind or kind_of(cfg)).fingerprint())
     if (embed := _embed_fields(cfg.embed, layers)) is not None:
         out["embed"] = embed
+    if cfg.scores.asked:
+        # Only when asked: outputs without scores keep their fingerprint.
+        out["scores"] = {
+            "compute": sorted(str(s) for s in cfg.scores.compute),
+            "per_token": cfg.scores.per_token,
+        }
     return out
 
 

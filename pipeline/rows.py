@@ -173,6 +173,12 @@ VARIANT_SCHEMA = schema(
     CHUNK_ID, SOURCE, SEQ_ID, POS, ID, REF, ALT, START, END, STRAND, SEQUENCE, SEQUENCE_ALT
 )
 VARIANT_MERGE_SCHEMA = schema(*VARIANT_SCHEMA.names, SEQUENCE_RC, SEQUENCE_ALT_RC)
+# Mutagenesis: a variant row's columns, and only the reference window (the engine stage makes
+# each alternate from it); ALT null on a position's summary row.
+MUTAGENESIS_SCHEMA = schema(
+    CHUNK_ID, SOURCE, SEQ_ID, POS, ID, REF, ALT, START, END, STRAND, SEQUENCE
+)
+MUTAGENESIS_MERGE_SCHEMA = schema(*MUTAGENESIS_SCHEMA.names, SEQUENCE_RC)
 
 # What the tokenize stage makes: packs.
 PACK_COLUMNS = (PACK_COLUMN, PACK_WINDOWS, PACK_TOKENS)

@@ -165,7 +165,13 @@ def plan(cfg: Config) -> Plan:
     kind = kind_of(cfg)
     # Regions pool over a part of each window, per_token returns the states themselves: only
     # our engine model does either.
-    engine = plan_engine(cfg, kind.spans() or cfg.embed.per_token, BATCH_ENGINE_ENV)
+    engine = plan_engine(
+        cfg,
+        kind.spans() or cfg.embed.per_token,
+        BATCH_ENGINE_ENV,
+        scores=kind.scores_asked(),
+        embeddings=kind.embeddings_asked(),
+    )
     storage = cfg.storage.options()
     found = find_inputs(kind.paths(), storage)
     sources = found.sources

@@ -5,8 +5,15 @@ requests) both call it; neither knows the other's inputs. One core owns one engi
 it (with the environment its spec declares) and calls it in a thread of its own, whichever
 thread asks (Ray Data calls an actor's function from another thread than the one that built
 it); after a failed call it is broken for good (its process is replaced, never reused). It
-asks the engine for each distinct (tokens, span) once per call, tiles a window longer than the
-model takes and merges the tiles' poolings, and averages an item's strands.
+asks the engine for each distinct (tokens, span, scored range) once per call, tiles a window
+longer than the model takes and merges the tiles' poolings, and averages an item's strands.
+
+With scores (a head with an alphabet) it also returns, per window, the log-probabilities of
+the tokens in its scored range (pipeline/embed/scores.py turns them into columns). An engine
+that scores alone caches prefixes: windows that share their first tokens (a variant's
+reference and alternates) are run in two passes, the first of each group, then the others,
+which compute only what follows the cached blocks; the states a cached block skipped are
+taken from the group's window that computed them (in a causal model they are the same).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import concurrent.futures
 import hashlib
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.embed.engine import EngineSpec, build_llm
-from pipeline.embed.outputs import SPAN_KEY, TOKENS_KEY, DeviceHead, EmbeddingColumn
+from pipeline.embed.outputs import (
+    SCORE_FIXED,
+    SCORE_KEY,
+    SPAN_KEY,
+    TOKENS_KEY,
+    DeviceHead,
+    EmbeddingColumn,
+)
 from pipeline.rows import tokens_column
 
 
@@ -43,6 +58,29 @@ class Window:
     """The token range [a, b) pooled over; None: the whole window."""
     reverse: bool = False
     """The reverse complement: its per-token states come back base by base in forward order."""
+    score: tuple[int, int] | None = None
+    """Scores: the token range [a, b) whose log-probabilities are wanted (token 0 has no
+    context: it is never scored); None: none."""
+    site: int | None = None
+    """Variants: the first token where this window and its allele's twin differ."""
+
+
+@dataclass
+class TokenScores:
+    """One window's scored tokens, in the window's own order: t = start, start + 1, ..."""
+
+    start: int
+    logp: np.ndarray
+    """[m] log P(x_t | x_<t) (NaN: not scored, e.g. token 0)."""
+    entropy: np.ndarray
+    """[m] entropy of the prediction of x_t over the vocabulary (nats)."""
+    alphabet: np.ndarray
+    """[m, len(alphabet)] log-probs of the head's alphabet (A, C, G, T[, N]) at t."""
+    reverse: bool = False
+    site: int | None = None
+    """The window's `site`."""
+    length: int = 0
+    """The window's tokens."""
 
 
 Item = Sequence[Window]
@@ -63,6 +101,10 @@ class Embedded:
     """Tokens the engine ran."""
     shared: int = 0
     """Windows asked for but answered by an identical one of the same call."""
+    computed: int = 0
+    """Tokens the engine computed: `tokens` less those a cached prefix answered."""
+    scores: list[list[TokenScores]] = field(default_factory=list)
+    """With scores: per item, per strand (the item's order) its scored tokens."""
 
 
 @dataclass
@@ -71,19 +113,23 @@ class _Requests:
 
     prompts: list = field(default_factory=list)
     spans: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
     tokens: int = 0
     uses: int = 0
     _index: dict = field(default_factory=dict)
 
-    def add(self, ids: np.ndarray, span: tuple[int, int] | None) -> int:
+    def add(
+        self, ids: np.ndarray, span: tuple[int, int] | None, score: tuple[int, int] | None = None
+    ) -> int:
         self.uses += 1
         if span == (0, len(ids)):
             span = None
-        key = (hashlib.blake2b(ids.tobytes(), digest_size=16).digest(), span)
+        key = (hashlib.blake2b(ids.tobytes(), digest_size=16).digest(), span, score)
         if key not in self._index:
             self._index[key] = len(self.prompts)
             self.prompts.append(ids)
             self.spans.append(span)
+            self.scores.append(score)
             self.tokens += len(ids)
         return self._index[key]
 
@@ -109,6 +155,7 @@ class EngineCore:
         self.flank = flank
         self.llm: Any = None
         self.dimension: int | None = None
+        self.block_size = 0
         self.broken: BaseException | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread: int | None = None
@@ -166,12 +213,16 @@ class EngineCore:
         )
         size = out.outputs.data.numel()
         head = self.head
-        self.dimension = size // (len(head.layers) * len(head.poolings)) if head else size
+        if head is None:
+            self.dimension = size
+        elif head.layers:
+            self.dimension = size // (len(head.layers) * len(head.poolings))
+        self.block_size = _block_size(self.llm)
         return {"t0": t0, "imported": t1, "built": t2, "ready": time.time()}
 
     def _embed(self, items: Sequence[Item]) -> Embedded:
         requests = _Requests()
-        # Per item, per strand: the (request, weight) parts of its window. Asked strand by
+        # Per item, per strand: the (request, weight, offset) parts of its window. Asked strand by
         # strand (every item's first window, then every second one), so the engine gets the
         # forward windows of a call together.
         parts: list[list[list]] = [[] for _ in items]
@@ -180,19 +231,21 @@ class EngineCore:
                 if len(item) > j:
                     got.append(self._tiles(item[j], requests))
         try:
-            vectors, states = self._encode(requests)
+            vectors, states, scores, computed = self._encode(requests)
         except BaseException as e:
             self.broken = e
             raise
-        pooled = self._merge_strands(vectors, parts)
         out = Embedded(
-            self._split(pooled),
+            self._split(self._merge_strands(vectors, parts)) if self.columns else {},
             requests=len(requests.prompts),
             tokens=requests.tokens,
             shared=requests.uses - len(requests.prompts),
+            computed=computed,
         )
         if states is not None:
             out.states = self._per_token(states, items, parts)
+        if scores is not None:
+            out.scores = self._item_scores(scores, requests, items, parts)
         return out
 
     def _tiles(self, window: Window, requests: _Requests) -> list[tuple[int, int]]:
@@ -200,56 +253,235 @@ class EngineCore:
         n = len(tokens)
         span = window.span or (0, n)
         limit = self.tile_tokens
+        score = _scored(window.score)
         if limit is None or n <= limit:
-            return [(requests.add(tokens, span), span[1] - span[0])]
+            return [(requests.add(tokens, span, score), span[1] - span[0], 0)]
         # Tiles of the span; their poolings merge exactly (mean by token counts, max of
-        # maxes, the last tile's last).
+        # maxes, the last tile's last); each scores the part of the range in its own span.
         core = limit - 2 * self.flank
         a, b = span
         tiles = []
         for lo in range(a, b, core):
             hi = min(b, lo + core)
             w0, w1 = max(0, lo - self.flank), min(n, hi + self.flank)
-            tiles.append((requests.add(tokens[w0:w1], (lo - w0, hi - w0)), hi - lo))
+            part = None
+            if window.score is not None:
+                s0, s1 = max(lo, window.score[0]), min(hi, window.score[1])
+                part = _scored((s0 - w0, s1 - w0)) if s0 < s1 else None
+            tiles.append((requests.add(tokens[w0:w1], (lo - w0, hi - w0), part), hi - lo, w0))
         return tiles
 
-    def _encode(self, requests: _Requests) -> tuple[np.ndarray, list[np.ndarray] | None]:
-        """[requests, K] pooled vectors, and with per-token output each request's span as
-        [tokens, layers, hidden]."""
-        from vllm import PoolingParams
-        from vllm.inputs import TokensPrompt
+    @property
+    def shares_prefixes(self) -> bool:
+        """The engine caches prefixes: it scores alone (no pooling needs every state)."""
+        head = self.head
+        return head is not None and head.scores and not head.layers
 
-        prompts = [TokensPrompt(prompt_token_ids=ids.tolist()) for ids in requests.prompts]
-        params = None
-        if self.per_token or any(s is not None for s in requests.spans):
-            params = [
-                PoolingParams(
-                    extra_kwargs={
-                        **({SPAN_KEY: list(s)} if s is not None else {}),
-                        **({TOKENS_KEY: True} if self.per_token else {}),
-                    }
-                    or None
-                )
-                for s in requests.spans
-            ]
-        outputs = self.llm.encode(prompts, params, pooling_task="embed", use_tqdm=False)
-        if len(outputs) != len(prompts):
-            raise EmbeddingMismatch(f"{len(prompts)} prompts but {len(outputs)} embeddings")
-        vectors = []
-        for i, (prompt, out) in enumerate(zip(prompts, outputs, strict=True)):
-            got = out.prompt_token_ids
-            sent = prompt["prompt_token_ids"]
-            # Callers match answers by their own ids; this proves the engine kept the order.
-            if len(got) != len(sent) or got[:8] != sent[:8] or got[-8:] != sent[-8:]:
-                raise EmbeddingMismatch(f"engine output {i} does not match its prompt")
-            vectors.append(out.outputs.data.float().numpy())
+    def _encode(
+        self, requests: _Requests
+    ) -> tuple[np.ndarray, list[np.ndarray] | None, list[np.ndarray] | None, int]:
+        """[requests, K] pooled vectors; with per-token output each request's span as
+        [tokens, layers, hidden]; with scores each request's [b - a, width] score block; and
+        the tokens computed."""
+        n = len(requests.prompts)
+        raw: list[np.ndarray | None] = [None] * n
+        cached = [0] * n
+        if self.shares_prefixes:
+            # Cached blocks of this call only (the salt), so every skipped state has a
+            # window of this call that computed it; within a group the first goes first.
+            salt = uuid.uuid4().hex
+            groups = self._groups(requests)
+            first = sorted(g[0] for g in groups)
+            rest = sorted(r for g in groups for r in g[1:])
+            for batch in (first, rest):
+                self._run(requests, batch, raw, cached, salt)
+        else:
+            self._run(requests, list(range(n)), raw, cached, None)
+        vectors = [v for v in raw if v is not None]
+        assert len(vectors) == n
+        scores = None
+        if self.head is not None and self.head.scores:
+            vectors, scores = self._split_scores(vectors, requests)
+            if self.shares_prefixes:
+                self._fill_cached(requests, scores, cached)
         states = None
         if self.per_token:
             vectors, states = self._split_states(vectors, requests)
         emb = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
         if emb.ndim != 2 or not np.isfinite(emb).all():
             raise EmbeddingMismatch(f"engine returned non-finite or ragged embeddings {emb.shape}")
-        return emb, states
+        return emb, states, scores, requests.tokens - sum(cached)
+
+    def _run(
+        self,
+        requests: _Requests,
+        which: list[int],
+        raw: list,
+        cached: list[int],
+        salt: str | None,
+    ) -> None:
+        """Run the requests `which` (indices) in one engine call; outputs into `raw`."""
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        if not which:
+            return
+        prompts = []
+        for r in which:
+            prompt = TokensPrompt(prompt_token_ids=requests.prompts[r].tolist())
+            if salt is not None:
+                prompt["cache_salt"] = salt
+            prompts.append(prompt)
+        params = None
+        spans = [requests.spans[r] for r in which]
+        ranges = [requests.scores[r] for r in which]
+        if self.per_token or any(s is not None for s in spans + ranges):
+            params = [
+                PoolingParams(
+                    extra_kwargs={
+                        **({SPAN_KEY: list(s)} if s is not None else {}),
+                        **({TOKENS_KEY: True} if self.per_token else {}),
+                        **({SCORE_KEY: list(g)} if g is not None else {}),
+                    }
+                    or None
+                )
+                for s, g in zip(spans, ranges, strict=True)
+            ]
+        outputs = self.llm.encode(prompts, params, pooling_task="embed", use_tqdm=False)
+        if len(outputs) != len(prompts):
+            raise EmbeddingMismatch(f"{len(prompts)} prompts but {len(outputs)} embeddings")
+        for r, prompt, out in zip(which, prompts, outputs, strict=True):
+            got = out.prompt_token_ids
+            sent = prompt["prompt_token_ids"]
+            # Callers match answers by their own ids; this proves the engine kept the order.
+            if len(got) != len(sent) or got[:8] != sent[:8] or got[-8:] != sent[-8:]:
+                raise EmbeddingMismatch(f"engine output {r} does not match its prompt")
+            raw[r] = out.outputs.data.float().numpy()
+            if requests.scores[r] is not None:
+                cached[r] = int(raw[r][-self._score_size(requests.scores[r])])
+
+    def _groups(self, requests: _Requests) -> list[list[int]]:
+        """Requests that may share cached blocks: those whose first block is the same (a
+        block is cached with the whole prefix it ends)."""
+        size = max(1, self.block_size)
+        groups: dict[bytes, list[int]] = {}
+        for r, ids in enumerate(requests.prompts):
+            key = ids[:size].tobytes() if len(ids) > size else b"\0" + ids.tobytes()
+            groups.setdefault(key, []).append(r)
+        return list(groups.values())
+
+    def _score_size(self, score: tuple[int, int]) -> int:
+        """Values of one request's score block: its cached count, then per token the width."""
+        head = self.head
+        assert head is not None
+        return 1 + (score[1] - score[0]) * head.score_width
+
+    def _split_scores(
+        self, vectors: list[np.ndarray], requests: _Requests
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """Each engine output = the rest, then (when asked) its score block."""
+        head = self.head
+        assert head is not None
+        rest, scores = [], []
+        for v, score in zip(vectors, requests.scores, strict=True):
+            if score is None:
+                rest.append(v)
+                scores.append(None)
+                continue
+            size = self._score_size(score)
+            if v.size < size:
+                raise EmbeddingMismatch(f"engine output of {v.size} values for scores {score}")
+            rest.append(v[: v.size - size])
+            scores.append(v[v.size - size + 1 :].reshape(score[1] - score[0], head.score_width))
+        return rest, scores
+
+    def _fill_cached(
+        self, requests: _Requests, scores: list[np.ndarray | None], cached: list[int]
+    ) -> None:
+        """Scored tokens a cached prefix skipped (NaN), from a window of the same group that
+        has them: a token t of two windows with the same first t tokens has the same
+        prediction; its own log-prob is that prediction's at its token. What no window has
+        is computed again, uncached."""
+        head = self.head
+        assert head is not None
+        # Token id -> its place in the alphabet (-1: none; such a token cannot be filled).
+        lut = np.full(max(head.alphabet) + 2, -1, np.int64)
+        lut[list(head.alphabet)] = np.arange(len(head.alphabet))
+        missing = []
+        for group in self._groups(requests):
+            for r in group:
+                block = scores[r]
+                if block is None or not cached[r]:
+                    continue
+                a = requests.scores[r][0]
+                holes = np.flatnonzero(np.isnan(block[:, 0]))
+                ids = requests.prompts[r]
+                for d in group:
+                    if d == r or scores[d] is None or not holes.size:
+                        continue
+                    donor, da = scores[d], requests.scores[d][0]
+                    t = a + holes
+                    j = t - da
+                    tok = lut[np.minimum(ids[t], len(lut) - 1)]
+                    ok = (t <= common_prefix(ids, requests.prompts[d])) & (j >= 0)
+                    ok &= j < len(donor)
+                    ok &= tok >= 0
+                    jj = np.where(ok, j, 0)
+                    ok &= ~np.isnan(donor[jj, 0])
+                    h, jj, tok = holes[ok], jj[ok], tok[ok]
+                    block[h, 1:] = donor[jj, 1:]
+                    block[h, 0] = donor[jj, SCORE_FIXED + tok]
+                    holes = np.flatnonzero(np.isnan(block[:, 0]))
+                if holes.size:
+                    missing.append(r)
+        if missing:
+            raw: list = [None] * len(requests.prompts)
+            again = [0] * len(requests.prompts)
+            # A unique salt: nothing cached, every state computed.
+            self._run(requests, missing, raw, again, uuid.uuid4().hex)
+            _, fresh = self._split_scores([raw[r] for r in missing], _subset(requests, missing))
+            for r, block in zip(missing, fresh, strict=True):
+                scores[r] = block
+                cached[r] = 0
+
+    def _item_scores(
+        self,
+        scores: list[np.ndarray | None],
+        requests: _Requests,
+        items: Sequence[Item],
+        parts: list[list[list]],
+    ) -> list[list[TokenScores | None]]:
+        """Per item and strand, its window's scored tokens (tiles joined)."""
+        head = self.head
+        assert head is not None
+        out = []
+        for item, strands in zip(items, parts, strict=True):
+            per: list[TokenScores | None] = []
+            for window, tiles in zip(item, strands, strict=True):
+                if window.score is None:
+                    per.append(None)
+                    continue
+                a, b = window.score
+                block = np.full((b - a, head.score_width), np.nan, np.float32)
+                for r, _, offset in tiles:
+                    got, rng = scores[r], requests.scores[r]
+                    if got is not None:
+                        lo = offset + rng[0] - a
+                        block[lo : lo + len(got)] = got
+                alphabet = block[:, SCORE_FIXED:]
+                per.append(
+                    TokenScores(
+                        a,
+                        block[:, 0],
+                        block[:, 1],
+                        alphabet,
+                        window.reverse,
+                        window.site,
+                        len(window.ids),
+                    )
+                )
+            out.append(per)
+        return out
 
     def _split_states(
         self, vectors: list[np.ndarray], requests: _Requests
@@ -284,7 +516,7 @@ class EngineCore:
         out = vectors[[tiles[0][0] for tiles in windows]] if windows else vectors[:0]
         for i, tiles in enumerate(windows):
             if len(tiles) > 1:
-                out[i] = self._merge(vectors[[r for r, _ in tiles]], [w for _, w in tiles])
+                out[i] = self._merge(vectors[[r for r, _, _ in tiles]], [w for _, w, _ in tiles])
         return out
 
     def _merge(self, tiles: np.ndarray, weights: list[int]) -> np.ndarray:
@@ -324,7 +556,38 @@ class EngineCore:
         for item, strands in zip(items, parts, strict=True):
             per_strand = []
             for window, tiles in zip(item, strands, strict=True):
-                s = np.concatenate([states[r] for r, _ in tiles])
+                s = np.concatenate([states[r] for r, _, _ in tiles])
                 per_strand.append(s[::-1] if window.reverse else s)
             merged.append(sum(per_strand) / np.float32(len(per_strand)))
         return {name: [m[:, li] for m in merged] for li, name in enumerate(self.state_columns)}
+
+
+def _scored(score: tuple[int, int] | None) -> tuple[int, int] | None:
+    """A range to ask the engine for: token 0 has no context, so it starts at 1."""
+    if score is None:
+        return None
+    a, b = max(1, score[0]), score[1]
+    return (a, b) if a < b else None
+
+
+def common_prefix(x: np.ndarray, y: np.ndarray) -> int:
+    """How many first tokens two windows share."""
+    n = min(len(x), len(y))
+    differ = np.flatnonzero(x[:n] != y[:n])
+    return int(differ[0]) if differ.size else n
+
+
+def _subset(requests: _Requests, which: list[int]) -> _Requests:
+    sub = _Requests()
+    sub.prompts = [requests.prompts[r] for r in which]
+    sub.spans = [requests.spans[r] for r in which]
+    sub.scores = [requests.scores[r] for r in which]
+    return sub
+
+
+def _block_size(llm: Any) -> int:
+    """The engine's KV-cache block size (0 when it does not say)."""
+    try:
+        return int(llm.llm_engine.vllm_config.cache_config.block_size)
+    except (AttributeError, TypeError, ValueError):
+        return 0

@@ -45,6 +45,10 @@ OWNED_KEYS = {
     "pipeline_parallel_size": "embed.pipeline_parallel_size",
     "truncate_prompt_tokens": "(windows are never truncated)",
     "tokenizer_mode": "(we tokenize; the engine gets token ids)",
+    # Each window runs in one step (its pooling and scores need all of it); prefix caching
+    # is ours to set: on only where no output needs every token's state (scores alone).
+    "enable_chunked_prefill": "(each window runs in one engine step)",
+    "enable_prefix_caching": "(on when a run computes scores alone: embed.layers=[])",
 }
 
 # Engine kwargs that change embeddings, allowed but recorded in the model fingerprint.
@@ -113,7 +117,9 @@ class EngineSpec:
             revision=m.revision,
             dtype=m.dtype,
             max_model_len=m.max_model_len,
-            pooling="MEAN" if head else str(e.poolings[0]).upper(),
+            # Scores alone: LAST, the pooler type with which vLLM caches prefixes (our model
+            # pools nothing then); otherwise MEAN, which keeps each window in one step.
+            pooling=("LAST" if not head.layers else "MEAN") if head else str(e.poolings[0]).upper(),
             head=head.to_dict() if head else None,
             device=e.device,
             tensor_parallel_size=e.tensor_parallel_size,
@@ -172,6 +178,13 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
         kwargs["quantization"] = spec.quantization
     if spec.head is not None:
         head = DeviceHead.from_dict(spec.head)
+        if not head.layers:
+            # Scores alone: a variant's alternates reuse its reference's cached prefix
+            # (pipeline/embed/core.py fills the skipped states); no chunked prefill, so each
+            # window is computed in one step.
+            kwargs.update(enable_prefix_caching=True, enable_chunked_prefill=False)
+        else:
+            kwargs["enable_prefix_caching"] = False
         kwargs["hf_overrides"] = {
             **kwargs.get("hf_overrides", {}),
             "architectures": [ARCHITECTURE],

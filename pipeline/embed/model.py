@@ -20,13 +20,18 @@ from collections.abc import Iterable, Set
 import torch
 from torch import nn
 from vllm.config import VllmConfig
+from vllm.distributed import (
+    get_tensor_model_parallel_world_size,
+    tensor_model_parallel_all_gather,
+)
 from vllm.model_executor.layers.pooler import Pooler, PoolingParamsUpdate
+from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
 from vllm.model_executor.models.mixtral import MixtralModel
 from vllm.model_executor.models.utils import maybe_prefix
 from vllm.sequence import IntermediateTensors
 from vllm.v1.pool.metadata import PoolingMetadata
 
-from pipeline.embed.outputs import CONFIG_KEY, SPAN_KEY, TOKENS_KEY, DeviceHead
+from pipeline.embed.outputs import CONFIG_KEY, SCORE_KEY, SPAN_KEY, TOKENS_KEY, DeviceHead
 
 # Mean pooling accumulates float32 sums this many bytes of hidden states at a time, so a
 # 1M-token window never needs a float32 copy of all its tokens at once.
@@ -34,6 +39,8 @@ _CHUNK_BYTES = 32 * 1024 * 1024
 # Up to this many windows in a step, each is pooled by dense reductions of its own; beyond,
 # all tokens are reduced at once by segment (many short windows, e.g. reads).
 LOOP_SEQS = 32
+# Scored tokens per LM-head matmul: bounds the float32 logits held at once.
+_SCORE_ROWS = 65536
 
 
 class LayerCaptureModel(MixtralModel):
@@ -41,6 +48,9 @@ class LayerCaptureModel(MixtralModel):
     concatenated along the hidden dimension. `head` is set by the model that builds it."""
 
     head: DeviceHead
+    input_ids: torch.Tensor | None = None
+    """The step's token ids, kept for the pooler: a scored token's id is the one after the
+    hidden state that predicts it, in the same flattened order."""
 
     def forward(
         self,
@@ -50,6 +60,7 @@ class LayerCaptureModel(MixtralModel):
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         head = self.head
+        self.input_ids = input_ids
         hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
         residual = None
         captured = []
@@ -62,19 +73,23 @@ class LayerCaptureModel(MixtralModel):
                 # vLLM carries the residual stream in two parts; HF's hidden_states[k] is
                 # their sum.
                 captured.append(hidden + residual)
-        if head.num_layers in head.layers:
+        if head.num_layers in head.layers or head.scores:
+            # Scores read the last layer after the final norm: captured last, once.
             normed, _ = self.norm(hidden, residual)
             captured.append(normed)
         return captured[0] if len(captured) == 1 else torch.cat(captured, dim=-1)
 
 
 class LayerPooler(Pooler):
-    """Pools each captured layer by each requested method over each window's tokens."""
+    """Pools each captured layer by each requested method over each window's tokens; with
+    scores, also the log-probabilities of the tokens a request asks for (SCORE_KEY)."""
 
-    def __init__(self, head: DeviceHead, hidden_size: int):
+    def __init__(self, head: DeviceHead, hidden_size: int, model: nn.Module | None = None):
         super().__init__()
         self.head = head
         self.hidden_size = hidden_size
+        # The model holding the LM head and the step's token ids (scores only).
+        self._model = [model]
 
     def get_supported_tasks(self) -> Set[str]:
         return {"embed"}
@@ -86,13 +101,26 @@ class LayerPooler(Pooler):
         self, hidden_states: torch.Tensor, pooling_metadata: PoolingMetadata
     ) -> torch.Tensor:
         cursor = pooling_metadata.get_pooling_cursor()
-        if cursor.is_partial_prefill():
-            # The engine is built with MEAN in its pooler config, which keeps every window in
-            # one step; a split window would pool a part of it.
+        if not all(cursor.get_finished_mask()):
+            # The engine is built without chunked prefill (MEAN in its pooler config, or
+            # chunked prefill off for scores), which keeps every window in one step; a split
+            # window would pool a part of it.
             raise RuntimeError("dnaembed pooling needs each window in one step")
-        lens_cpu = cursor.prompt_lens_cpu
+        # Tokens computed in this step per window: all of it, less its prefix-cached tokens
+        # (an engine that scores alone caches prefixes; the others do not).
+        lens_cpu = cursor.num_scheduled_tokens_cpu
+        cached = (cursor.prompt_lens_cpu - lens_cpu).tolist()
         n_seqs = int(lens_cpu.numel())
+        params = pooling_metadata.pooling_params
         n_layers, d = len(self.head.layers), self.hidden_size
+        full = hidden_states.view(-1, self.head.captured, d)
+        starts = [0, *itertools.accumulate(lens_cpu.tolist())][:-1]
+        scored = self._scores(full, params, starts, lens_cpu.tolist(), cached)
+        if n_layers == 0:
+            return _joined(torch.zeros((n_seqs, 0), device=hidden_states.device), scored)
+        if any(cached):
+            raise RuntimeError("dnaembed pooling needs every token: prefix caching is on")
+        hidden_states = full[:, :n_layers].reshape(-1, n_layers * d)
         x = hidden_states.view(-1, n_layers, d)
         out = torch.empty(
             (n_seqs, n_layers, len(self.head.poolings), d),
@@ -102,9 +130,7 @@ class LayerPooler(Pooler):
         if n_seqs == 0:
             return out.view(0, -1)
         lens_list = lens_cpu.tolist()
-        params = pooling_metadata.pooling_params
         spans = request_spans(params, lens_list)
-        starts = [0, *itertools.accumulate(lens_list)][:-1]
         if n_seqs <= LOOP_SEQS:
             # Few windows per step (the usual case: a step holds max_model_len tokens): one
             # dense reduction per window beats scattering every token.
@@ -112,7 +138,7 @@ class LayerPooler(Pooler):
                 seg = x[lo + a : lo + b]
                 for j, how in enumerate(self.head.poolings):
                     out[i, :, j] = _pool_one(seg, how)
-            return _with_tokens(out.view(n_seqs, -1), x, params, starts, spans)
+            return _joined(_with_tokens(out.view(n_seqs, -1), x, params, starts, spans), scored)
         dev = hidden_states.device
         segment = torch.repeat_interleave(
             torch.arange(n_seqs, device=dev),
@@ -139,8 +165,70 @@ class LayerPooler(Pooler):
                 out[:, :, j] = _segment_reduce(x, segment, n_seqs, "amax")
             else:  # the config refuses others before any engine starts
                 raise ValueError(f"unknown pooling {how!r}")
-        full = hidden_states.view(-1, n_layers, d)
-        return _with_tokens(out.view(n_seqs, -1), full, params, starts, spans)
+        x_all = hidden_states.view(-1, n_layers, d)
+        return _joined(_with_tokens(out.view(n_seqs, -1), x_all, params, starts, spans), scored)
+
+    def _scores(
+        self,
+        captured: torch.Tensor,
+        params: list,
+        starts: list[int],
+        lens: list[int],
+        cached: list[int],
+    ) -> list[torch.Tensor | None] | None:
+        """Per request asking for SCORE_KEY [a, b): its cached token count, then per t in
+        [a, b) log P(x_t | x_<t), the entropy and the alphabet's log-probs (NaN where the
+        state predicting t is prefix-cached, so not computed here)."""
+        head = self.head
+        asked = [(p.extra_kwargs or {}).get(SCORE_KEY) if p is not None else None for p in params]
+        if not any(a is not None for a in asked):
+            return None
+        if not head.scores:
+            raise ValueError("this engine was built without its LM head: no scores")
+        model = self._model[0]
+        assert model is not None
+        ids = model.model.input_ids
+        dev = captured.device
+        rows, targets, counts = [], [], []
+        for rng, lo, n, k in zip(asked, starts, lens, cached, strict=True):
+            if rng is None:
+                counts.append(0)
+                continue
+            a, b = int(rng[0]), int(rng[1])
+            total = k + n
+            if not 1 <= a <= b <= total:
+                raise ValueError(f"score range {rng} does not fit a window of {total} tokens")
+            first = max(a, k + 1)
+            # Token t is predicted by the state of t - 1: row lo + (t - 1 - k) of this step.
+            rows.append(torch.arange(lo + first - 1 - k, lo + b - 1 - k))
+            targets.append(torch.arange(lo + first - k, lo + b - k))
+            counts.append(max(0, b - first))
+        normed = captured[:, -1]
+        index = torch.cat(rows).to(dev) if rows else torch.zeros(0, dtype=torch.long, device=dev)
+        tgt = ids[torch.cat(targets).to(dev)] if targets else index
+        width = head.score_width
+        values = torch.empty((index.numel(), width), dtype=torch.float32, device=dev)
+        alphabet = torch.tensor(head.alphabet, dtype=torch.long, device=dev)
+        for lo in range(0, index.numel(), _SCORE_ROWS):
+            part = index[lo : lo + _SCORE_ROWS]
+            logp = torch.log_softmax(model.logits(normed[part]).float(), dim=-1)
+            out = values[lo : lo + part.numel()]
+            out[:, 0] = logp.gather(1, tgt[lo : lo + part.numel()].view(-1, 1)).view(-1)
+            out[:, 1] = -(logp.exp() * logp).sum(-1)
+            out[:, 2:] = logp[:, alphabet]
+        parts = iter(values.split(counts)) if counts else iter(())
+        result: list[torch.Tensor | None] = []
+        for rng, k, c in zip(asked, cached, counts, strict=True):
+            got = next(parts)
+            if rng is None:
+                result.append(None)
+                continue
+            a, b = int(rng[0]), int(rng[1])
+            block = torch.full((b - a, width), float("nan"), dtype=torch.float32, device=dev)
+            if c:
+                block[b - a - c :] = got
+            result.append(torch.cat([torch.tensor([float(k)], device=dev), block.view(-1)]))
+        return result
 
 
 def _with_tokens(
@@ -154,6 +242,18 @@ def _with_tokens(
     return [
         torch.cat([row, x[lo + a : lo + b].float().reshape(-1)]) if want else row
         for row, want, lo, (a, b) in zip(pooled, wanted, starts, spans, strict=True)
+    ]
+
+
+def _joined(
+    pooled: torch.Tensor | list[torch.Tensor], scored: list[torch.Tensor | None] | None
+) -> torch.Tensor | list[torch.Tensor]:
+    """Each request's output followed by its score block, where it asked for one."""
+    if scored is None:
+        return pooled
+    return [
+        torch.cat([row.reshape(-1), extra]) if extra is not None else row.reshape(-1)
+        for row, extra in zip(pooled, scored, strict=True)
     ]
 
 
@@ -201,7 +301,7 @@ def _segment_reduce(x: torch.Tensor, segment: torch.Tensor, n: int, how: str) ->
 
 
 class DnaembedMixtralForEmbedding(nn.Module):
-    """The engine's model: LayerCaptureModel + LayerPooler; no LM head."""
+    """The engine's model: LayerCaptureModel + LayerPooler; the LM head only for scores."""
 
     is_pooling_model = True
     default_seq_pooling_type = "MEAN"
@@ -219,8 +319,27 @@ class DnaembedMixtralForEmbedding(nn.Module):
             vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model")
         )
         self.model.head = self.head
-        self.pooler = LayerPooler(self.head, config.hidden_size)
+        self.vocab_size = config.vocab_size
+        self.tied = bool(getattr(config, "tie_word_embeddings", False))
+        if self.head.scores:
+            self.lm_head = ParallelLMHead(
+                config.vocab_size,
+                config.hidden_size,
+                quant_config=None,
+                prefix=maybe_prefix(prefix, "lm_head"),
+            )
+            if self.tied:
+                self.lm_head.weight = self.model.embed_tokens.weight
+        self.pooler = LayerPooler(self.head, config.hidden_size, self)
         self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[tokens, vocab] logits of final-norm states (every rank gets all of them)."""
+        out = torch.nn.functional.linear(hidden, self.lm_head.weight)
+        if get_tensor_model_parallel_world_size() > 1:
+            out = tensor_model_parallel_all_gather(out)
+        # The vocabulary is padded per shard: the model's own tokens come first.
+        return out[:, : self.vocab_size]
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_input_ids(input_ids)
@@ -235,19 +354,33 @@ class DnaembedMixtralForEmbedding(nn.Module):
         return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        """The checkpoint's weights for the blocks we built; deeper blocks and the LM head are
-        skipped as they stream past."""
+        """The checkpoint's weights for the blocks we built; deeper blocks (and the LM head
+        unless scores need it) are skipped as they stream past."""
         depth = self.head.depth
+        loaded: set[str] = set()
 
         def ours() -> Iterable[tuple[str, torch.Tensor]]:
             for name, tensor in weights:
-                if name.startswith("lm_head.") or _deeper(name, depth):
+                if name.startswith("lm_head."):
+                    if self.head.scores and not self.tied:
+                        param = self.lm_head.weight
+                        getattr(param, "weight_loader", _copy_into)(param, tensor)
+                        loaded.add("lm_head.weight")
+                    continue
+                if _deeper(name, depth):
                     continue
                 if not name.startswith("model."):
                     raise ValueError(f"unexpected weight {name!r} in a Mixtral checkpoint")
                 yield name.removeprefix("model."), tensor
 
-        return {f"model.{n}" for n in self.model.load_weights(ours())}
+        loaded |= {f"model.{n}" for n in self.model.load_weights(ours())}
+        if self.head.scores and not self.tied and "lm_head.weight" not in loaded:
+            raise ValueError("scores need the LM head, but the checkpoint has no lm_head.weight")
+        return loaded
+
+
+def _copy_into(param: torch.Tensor, tensor: torch.Tensor) -> None:
+    param.data.copy_(tensor)
 
 
 def _deeper(name: str, depth: int) -> bool:

@@ -25,6 +25,12 @@ SPAN_KEY = "dnaembed_span"
 # ... and true when the request also wants the span's per-token hidden states of the head's
 # layers (embed.per_token): they follow the pooled vector in the engine's output.
 TOKENS_KEY = "dnaembed_tokens"
+# ... and [a, b): the tokens whose log-probabilities under the model are wanted (scores): for
+# each t in [a, b), log P(x_t | x_<t), the entropy of that prediction and the log-probs of the
+# head's alphabet (A, C, G, T, N). They follow the rest of the request's output.
+SCORE_KEY = "dnaembed_score"
+# Values per scored token in the engine's output: log P(x_t), entropy, then the alphabet's.
+SCORE_FIXED = 2
 
 
 @dataclass(frozen=True)
@@ -64,30 +70,65 @@ def is_native(layers: Sequence[int], poolings: Sequence[str], num_layers: int) -
 
 @dataclass(frozen=True)
 class DeviceHead:
-    """What our engine model computes: layers (sorted), poolings, over a model of num_layers.
+    """What our engine model computes: layers (sorted), poolings, over a model of num_layers;
+    with `alphabet` (the token ids of A, C, G, T[, N]) also the LM head's log-probabilities.
 
-    Its output per window is [len(layers), len(poolings), hidden] flattened.
+    Its output per window is [len(layers), len(poolings), hidden] flattened, then what the
+    request asks beside (per-token states, scores).
     """
 
     layers: tuple[int, ...]
     poolings: tuple[str, ...]
     num_layers: int
+    alphabet: tuple[int, ...] = ()
+    """Scores: the token ids whose log-probs every scored token reports; empty: no LM head."""
 
     @classmethod
-    def of(cls, layers: Sequence[int], poolings: Sequence[str], num_layers: int) -> DeviceHead:
-        return cls(tuple(sorted(layers)), tuple(poolings), num_layers)
+    def of(
+        cls,
+        layers: Sequence[int],
+        poolings: Sequence[str],
+        num_layers: int,
+        alphabet: Sequence[int] = (),
+    ) -> DeviceHead:
+        return cls(tuple(sorted(layers)), tuple(poolings), num_layers, tuple(alphabet))
 
     @classmethod
     def from_dict(cls, d: dict) -> DeviceHead:
-        return cls(tuple(d["layers"]), tuple(d["poolings"]), int(d["num_layers"]))
+        return cls(
+            tuple(d["layers"]),
+            tuple(d["poolings"]),
+            int(d["num_layers"]),
+            tuple(d.get("alphabet", ())),
+        )
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @property
+    def scores(self) -> bool:
+        """The LM head runs (log-probabilities of the window's own tokens)."""
+        return bool(self.alphabet)
+
+    @property
     def depth(self) -> int:
-        """Blocks to build and run (at least one: an engine needs an attention layer)."""
-        return max(1, max(self.layers))
+        """Blocks to build and run (at least one: an engine needs an attention layer; all
+        of them for scores, which read the last)."""
+        if self.scores:
+            return self.num_layers
+        return max(1, max(self.layers, default=1))
+
+    @property
+    def captured(self) -> int:
+        """Hidden-state blocks the model hands its pooler: the layers, and the last layer
+        after them when scores need it and it is not among them."""
+        extra = self.scores and self.num_layers not in self.layers
+        return len(self.layers) + int(extra)
+
+    @property
+    def score_width(self) -> int:
+        """Values per scored token in the engine's output."""
+        return SCORE_FIXED + len(self.alphabet)
 
     def index(self, layer: int, pooling: str) -> int:
         """Position of (layer, pooling) among the output's len(layers) x len(poolings) parts."""

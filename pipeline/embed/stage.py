@@ -48,7 +48,14 @@ class EmbedStage(Stage):
         self.adds = (
             *self.kind.outputs(core.columns),
             *self.kind.state_columns(core.state_layers),
+            *(self.kind.score_columns() if self.scores else ()),
         )
+
+    @property
+    def scores(self) -> bool:
+        """The core's engine scores (its head runs the LM head)."""
+        head = self.core.head
+        return head is not None and head.scores
 
     @property
     def columns(self) -> list:
@@ -121,21 +128,31 @@ class EmbedStage(Stage):
                     strict=True,
                 )
             )
+        ids = {}
+        for role, (forward, reverse) in self.kind.roles.items():
+            if forward in windows.column_names:
+                rc = _rows(windows, reverse) if reverse in windows.column_names else None
+                ids[role] = (_rows(windows, forward), rc)
+        head = self.core.head
+        ids = self.kind.engine_ids(windows, ids, head.alphabet if head is not None else ())
+        ranges = self.kind.score_ranges(ids, spans) if self.scores else None
         items: list[list[Window]] = []
         slices: dict[str, tuple[int, int]] = {}
-        for role, (forward, reverse) in self.kind.roles.items():
-            if forward not in windows.column_names:
-                continue
+        for role, (fwd, rc) in ids.items():
             start = len(items)
-            fwd = _rows(windows, forward)
-            rc = _rows(windows, reverse) if reverse in windows.column_names else None
-            for i, ids in enumerate(fwd):
+            for i, f in enumerate(fwd):
                 span = spans[i] if spans is not None else None
-                item = [Window(ids, span)]
+                strands = [(f, span, False)]
                 if rc is not None:
                     back = mirror(span, len(rc[i])) if span is not None else None
-                    item.append(Window(rc[i], back, reverse=True))
-                items.append(item)
+                    strands.append((rc[i], back, True))
+                scored = ranges[role][i] if ranges is not None else [(None, None)] * len(strands)
+                items.append(
+                    [
+                        Window(w, s, reverse=r, score=g, site=site)
+                        for (w, s, r), (g, site) in zip(strands, scored, strict=True)
+                    ]
+                )
             slices[role] = (start, len(items))
         try:
             got = self.core.embed(items)
@@ -150,8 +167,9 @@ class EmbedStage(Stage):
             for role, (a, b) in slices.items()
             if got.states
         }
+        scores = {role: got.scores[a:b] for role, (a, b) in slices.items()} if got.scores else None
         rows = windows.select(list(self.row_columns))
-        return self.kind.written(rows, self.core.columns, vectors, states), got
+        return self.kind.written(rows, self.core.columns, vectors, states, scores), got
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_columns(batch)
@@ -167,6 +185,8 @@ class EmbedStage(Stage):
                 {
                     "windows_embedded": out.num_rows,
                     "engine_tokens": got.tokens,
+                    # Tokens the engine computed: those of a cached prefix are not.
+                    "engine_tokens_computed": got.computed,
                     "engine_requests": got.requests,
                     # Windows that a row asked for but an identical one in the pack answered.
                     "engine_requests_shared": got.shared,

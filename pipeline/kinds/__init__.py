@@ -31,6 +31,7 @@ from pipeline.rows import (
 
 if TYPE_CHECKING:
     from pipeline.config import Config
+    from pipeline.embed.core import TokenScores
     from pipeline.embed.outputs import EmbeddingColumn
     from pipeline.read.sources import Source
     from pipeline.stages import Stage, StatsSink
@@ -78,6 +79,10 @@ class Kind:
     """What one input line is, in messages."""
     shown_coordinates: ClassVar[str] = "0-based half-open coordinates"
     """How `locus` shows a row's position (output summaries)."""
+    llr: ClassVar[bool] = False
+    """scores=[llr] applies: each row has a reference and an alternate window."""
+    scores_only: ClassVar[bool] = False
+    """Its rows are scores alone (no embeddings)."""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -91,6 +96,35 @@ class Kind:
             raise ConfigError("window.flank applies to input.regions only")
         if cfg.embed.per_token and not self.per_token:
             raise ConfigError("embed.per_token applies to input.regions and input.variants")
+        self.check_scores()
+
+    def check_scores(self) -> None:
+        from pipeline.config import Score
+
+        cfg, s = self.cfg, self.cfg.scores
+        if Score.llr in s.compute and not self.llr:
+            raise ConfigError(
+                "scores=[llr] applies to input.variants and input.mutagenesis (a reference "
+                f"and an alternate per row), not input.{self.key}; use scores=[loglik]"
+            )
+        if s.per_token and not self.per_token:
+            raise ConfigError("scores.per_token applies to input.regions and input.variants")
+        if not self.scores_only and not cfg.embed.layers:
+            if not self.scores_asked():
+                raise ConfigError(
+                    "embed.layers=[] computes no embeddings: ask for scores too (scores=["
+                    f"{'llr' if self.llr else 'loglik'}]), or list layers"
+                )
+            if cfg.embed.per_token:
+                raise ConfigError("embed.per_token stores the states of embed.layers: list some")
+
+    def scores_asked(self) -> bool:
+        """The run computes scores (the LM head runs)."""
+        return self.cfg.scores.asked or self.scores_only
+
+    def embeddings_asked(self) -> bool:
+        """The run computes embeddings (embed.layers x embed.poolings)."""
+        return not self.scores_only and bool(self.cfg.embed.layers)
 
     def fingerprint(self) -> dict[str, Any]:
         """Fingerprint fields of this kind beyond the common ones."""
@@ -99,6 +133,9 @@ class Kind:
     def spans(self) -> bool:
         """Rows pool over a part of their window (only our engine model does)."""
         return False
+
+    def per_token_scores(self) -> bool:
+        return self.cfg.scores.per_token
 
     def paths(self) -> Any:
         return getattr(self.cfg.input, self.key)
@@ -151,15 +188,77 @@ class Kind:
     def role_suffix(self, role: str) -> str:
         return f"_{role}" if role != DEFAULT_ROLE else ""
 
+    def score_columns(self) -> list[str]:
+        """The score columns written (pipeline/embed/scores.py), in order: loglik per role,
+        then the kind's own (llr), then per-token ones per role."""
+        from pipeline.config import Score
+        from pipeline.embed.scores import LOGLIK, PER_TOKEN
+
+        s = self.cfg.scores
+        suffixes = [self.role_suffix(r) for r in self.roles]
+        out = []
+        if Score.loglik in s.compute:
+            out += [c + x for x in suffixes for c in LOGLIK]
+        out += self.own_scores()
+        if self.per_token_scores():
+            out += [c + x for x in suffixes for c in PER_TOKEN]
+        return out
+
+    def own_scores(self) -> list[str]:
+        """Score columns of the kind itself (llr)."""
+        return []
+
+    def engine_ids(
+        self,
+        rows: pa.Table,
+        ids: dict[str, tuple[list[np.ndarray], list[np.ndarray] | None]],
+        alphabet: tuple[int, ...],
+    ) -> dict[str, tuple[list[np.ndarray], list[np.ndarray] | None]]:
+        """Per role, the rows' windows for the engine (forward, reverse complement or None):
+        by default those the rows carry; a kind may make more from them (mutagenesis: its
+        alternates). `alphabet`: the token ids of A, C, G, T[, N] (scores only)."""
+        return ids
+
+    def score_ranges(
+        self,
+        ids: dict[str, tuple[list[np.ndarray], list[np.ndarray] | None]],
+        spans: list[tuple[int, int]] | None,
+    ) -> dict[str, list[list[tuple[tuple[int, int], int | None]]]]:
+        """Per role, row and strand: the (token range to score, site) of its window. By
+        default the span pooled over (the whole window without one), mirrored on the
+        reverse strand."""
+        from pipeline.window.windows import mirror
+
+        out: dict[str, list] = {}
+        for role, (fwd, rc) in ids.items():
+            per = []
+            for i, f in enumerate(fwd):
+                span = spans[i] if spans is not None else (0, len(f))
+                strands = [(span, None)]
+                if rc is not None:
+                    strands.append((mirror(span, len(rc[i])), None))
+                per.append(strands)
+            out[role] = per
+        return out
+
     def schema(self, columns: list[EmbeddingColumn], layers: tuple[int, ...], hidden: int):
         """The written rows' schema, with no row at hand."""
+        from pipeline.embed.scores import score_types
+
         types = {f.name: f.type for f in self.window_schema}
         types[N_TOKENS] = pa.int32()
         types |= self.output_types(columns, hidden)
         states = self.state_columns(layers)
         types |= {name: token_states_type(hidden) for name in states}
-        names = [*self.row_columns, *self.outputs(columns), *states]
+        names = [*self.row_columns, *self.outputs(columns), *states, *self.score_columns()]
+        by_base = score_types() | self.own_score_types()
+        for name in self.score_columns():
+            base = name if name in by_base else name.rsplit("_", 1)[0]
+            types[name] = by_base[base]
         return pa.schema([(name, types[name]) for name in names])
+
+    def own_score_types(self) -> dict[str, pa.DataType]:
+        return {}
 
     def written(
         self,
@@ -167,13 +266,53 @@ class Kind:
         columns: list[EmbeddingColumn],
         vectors: dict[str, dict[str, np.ndarray]],
         states: dict[str, dict[str, list[np.ndarray]]],
+        scores: dict[str, list[list[TokenScores]]] | None = None,
     ) -> pa.Table:
         """The row's own columns, then the engine's per role: `vectors[role][column]`
-        [rows, hidden], `states[role]['tokens_l<k>']` per row [tokens, hidden]."""
+        [rows, hidden], `states[role]['tokens_l<k>']` per row [tokens, hidden], `scores[role]`
+        per row its strands' scored tokens."""
         out = rows
         for c in columns:
             out = out.append_column(c.column, embedding_array(vectors[DEFAULT_ROLE][c.column]))
-        return self._add_states(out, states)
+        return self._add_scores(self._add_states(out, states), scores)
+
+    def _add_scores(
+        self, out: pa.Table, scores: dict[str, list[list[TokenScores]]] | None
+    ) -> pa.Table:
+        """loglik per role, the kind's own scores, per-token scores per role."""
+        from pipeline.config import Score
+        from pipeline.embed import scores as sc
+
+        if not scores:
+            return out
+        s = self.cfg.scores
+        if Score.loglik in s.compute:
+            for role in self.roles:
+                got = [sc.strands_loglik(item) for item in scores[role]]
+                x = self.role_suffix(role)
+                out = out.append_column(
+                    sc.LOGLIK_SUM + x, pa.array([g[0] for g in got], sc.SCORE_VALUE)
+                )
+                out = out.append_column(
+                    sc.LOGLIK_MEAN + x, pa.array([g[1] for g in got], sc.SCORE_VALUE)
+                )
+        for name, values in self.own_score_values(out, scores).items():
+            out = out.append_column(name, values)
+        if self.per_token_scores():
+            for role in self.roles:
+                per_row = []
+                for item in scores[role]:
+                    lo = item[0].start
+                    hi = lo + len(item[0].logp)
+                    per_row.append(sc.strands_tokens(item, [t.length for t in item], lo, hi))
+                for name, arr in sc.token_arrays(per_row).items():
+                    out = out.append_column(name + self.role_suffix(role), arr)
+        return out
+
+    def own_score_values(
+        self, rows: pa.Table, scores: dict[str, list[list[TokenScores]]]
+    ) -> dict[str, pa.Array]:
+        return {}
 
     def _add_states(self, out: pa.Table, states: dict[str, dict[str, list]]) -> pa.Table:
         for role, by_layer in states.items():
@@ -190,8 +329,26 @@ class Kind:
         return [asdict(c) for c in columns]
 
     def manifest_scores(self, columns: list[EmbeddingColumn]) -> list[dict]:
-        """Score columns: {column, embedding, metric}."""
-        return []
+        """Score columns: {column, embedding, metric} (embedding distances) or {column,
+        score, statistic[, allele]} (the model's log-probabilities)."""
+        return self.manifest_model_scores()
+
+    def manifest_model_scores(self) -> list[dict]:
+        from pipeline.embed.scores import PER_TOKEN
+
+        out = []
+        for name in self.score_columns():
+            base, _, allele = name.rpartition("_")
+            if allele not in self.roles or allele == DEFAULT_ROLE:
+                base, allele = name, ""
+            score, _, statistic = base.partition("_")
+            if base in PER_TOKEN:
+                score, statistic = "per_token", base
+            out.append(
+                {"column": name, "score": score, "statistic": statistic}
+                | ({"allele": allele} if allele else {})
+            )
+        return out
 
     def header(self, first: str, what: str, columns: list[EmbeddingColumn]) -> tuple[str, str, str]:
         """(input, window shape, outputs) of the run's header line."""

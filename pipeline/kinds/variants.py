@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from pipeline.config import VariantLayout
 from pipeline.errors import ConfigError
 from pipeline.kinds import Kind
 from pipeline.rows import (
@@ -52,6 +53,7 @@ class Variants(Kind):
     )
     loci = "variant alleles"
     shown_coordinates = "pos 1-based as in the VCF; start-end 0-based half-open"
+    llr = True
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -61,15 +63,82 @@ class Variants(Kind):
         super().check()
         cfg = self.cfg
         limit = cfg.embed.per_token_max_tokens
-        if cfg.embed.per_token and cfg.window.size > limit:
+        v = cfg.variants
+        if v.layout == VariantLayout.end and v.end_bases > cfg.window.size:
             raise ConfigError(
-                f"embed.per_token stores {cfg.window.size} tokens per window (window.size), "
+                f"variants.end_bases={v.end_bases} is longer than window.size={cfg.window.size}"
+            )
+        per_token = "embed.per_token" if cfg.embed.per_token else "scores.per_token"
+        if (cfg.embed.per_token or cfg.scores.per_token) and cfg.window.size > limit:
+            raise ConfigError(
+                f"{per_token} stores {cfg.window.size} tokens per window (window.size), "
                 f"more than embed.per_token_max_tokens={limit}; lower window.size or raise "
                 "the limit"
             )
 
+    def before(self) -> int | None:
+        """Bases of a window before its variant (None: centred)."""
+        v = self.cfg.variants
+        return self.cfg.window.size - v.end_bases if v.layout == VariantLayout.end else None
+
     def fingerprint(self) -> dict[str, Any]:
-        return {"variants": asdict(self.cfg.variants)}
+        fields = asdict(self.cfg.variants)
+        if self.cfg.variants.layout == VariantLayout.centred:
+            # The centred layout was the only one: its outputs keep their fingerprint.
+            del fields["layout"], fields["end_bases"]
+        return {"variants": fields}
+
+    def own_scores(self) -> list[str]:
+        from pipeline.config import Score
+        from pipeline.embed.scores import LLR
+
+        return list(LLR) if Score.llr in self.cfg.scores.compute or self.scores_only else []
+
+    def score_ranges(
+        self,
+        ids: dict[str, tuple[list[np.ndarray], list[np.ndarray] | None]],
+        spans: list[tuple[int, int]] | None,
+    ) -> dict[str, list[list[tuple[tuple[int, int], int | None]]]]:
+        """Each strand's windows are scored from their fork (the first token where the
+        reference and alternate differ: earlier tokens and their contexts are the same in
+        both, so their terms cancel), or whole where loglik or per-token scores are asked."""
+        from pipeline.config import Score
+        from pipeline.embed.core import common_prefix
+
+        s = self.cfg.scores
+        whole = Score.loglik in s.compute or self.per_token_scores()
+        (ref_f, ref_r), (alt_f, alt_r) = ids["ref"], ids["alt"]
+        out: dict[str, list] = {"ref": [], "alt": []}
+        for i in range(len(ref_f)):
+            pairs = [(ref_f[i], alt_f[i])]
+            if ref_r is not None and alt_r is not None:
+                pairs.append((ref_r[i], alt_r[i]))
+            for role, k in (("ref", 0), ("alt", 1)):
+                strands = []
+                for pair in pairs:
+                    fork = common_prefix(*pair)
+                    start = 0 if whole else fork
+                    strands.append(((start, len(pair[k])), fork))
+                out[role].append(strands)
+        return out
+
+    def own_score_values(self, rows: pa.Table, scores: dict[str, list]) -> dict[str, pa.Array]:
+        from pipeline.embed import scores as sc
+
+        if not self.own_scores():
+            return {}
+        sums, means, sites = [], [], []
+        refs, alts = rows.column("ref").to_pylist(), rows.column("alt").to_pylist()
+        for ref, alt, r, a in zip(refs, alts, scores["ref"], scores["alt"], strict=True):
+            total, mean = sc.llr(r, a)
+            sums.append(total)
+            means.append(mean)
+            sites.append(sc.site_term(r, ref, alt))
+        return {
+            sc.LLR_SUM: pa.array(sums, sc.SCORE_VALUE),
+            sc.LLR_MEAN: pa.array(means, sc.SCORE_VALUE),
+            sc.LLR_SITE: pa.array(sites, sc.SCORE_VALUE),
+        }
 
     def estimated_tokens(self, sources: list[Source]) -> int | None:
         from pipeline.tokenize.budget import COUNT_LIMIT_BYTES, data_rows
@@ -88,7 +157,13 @@ class Variants(Kind):
         return [
             VariantReadStage(storage, stats),
             VariantWindowStage(
-                cfg.window, model_key, cfg.input.reference, storage, cfg.input, stats
+                cfg.window,
+                model_key,
+                cfg.input.reference,
+                storage,
+                cfg.input,
+                stats,
+                before=self.before(),
             ),
         ]
 
@@ -114,6 +189,7 @@ class Variants(Kind):
         columns: list[EmbeddingColumn],
         vectors: dict[str, dict[str, np.ndarray]],
         states: dict[str, dict[str, list[np.ndarray]]],
+        scores: dict[str, list] | None = None,
     ) -> pa.Table:
         out = rows
         for c in columns:
@@ -123,7 +199,7 @@ class Variants(Kind):
             if self.keep:
                 for allele, v in zip(ALLELES, (ref, alt), strict=True):
                     out = out.append_column(suffixed(c.column, allele), embedding_array(v))
-        return self._add_states(out, states)
+        return self._add_scores(self._add_states(out, states), scores)
 
     def manifest_embeddings(self, columns: list[EmbeddingColumn]) -> list[dict]:
         if not self.keep:
@@ -139,14 +215,18 @@ class Variants(Kind):
             {"column": suffixed(c.column, m), "embedding": c.column, "metric": m}
             for c in columns
             for m in METRICS
-        ]
+        ] + self.manifest_model_scores()
 
     def header(self, first: str, what: str, columns: list[EmbeddingColumn]) -> tuple[str, str, str]:
         cfg = self.cfg
+        shown = [suffixed(c.column, m) for c in columns for m in METRICS] + self.own_scores()
+        layout = ""
+        if cfg.variants.layout == VariantLayout.end:
+            layout = f", the variant {cfg.variants.end_bases} bases from their end"
         return (
             f"{first} on {cfg.input.reference}",
-            f"ref and alt windows of {cfg.window.size}",
-            what + " -> " + ", ".join(suffixed(c.column, m) for c in columns for m in METRICS),
+            f"ref and alt windows of {cfg.window.size}{layout}",
+            what + " -> " + ", ".join(shown),
         )
 
     @staticmethod

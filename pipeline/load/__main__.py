@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline import kinds
 from pipeline.errors import DnaEmbedError
@@ -34,11 +35,7 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
                 f"max {norms.max():.3f}"
             )
         for score in manifest.get("scores", []):
-            values = table.column(score["column"]).to_numpy()
-            lines.append(
-                f"  {score['column']}: min {values.min():.4g} mean {values.mean():.4g} "
-                f"max {values.max():.4g}"
-            )
+            lines.append(f"  {score['column']}: {describe(table.column(score['column']))}")
         meta = table.drop_columns(names).sort_by(row_order(manifest))
         head = meta.slice(0, 5).to_pylist()
         kind = kinds.get(manifest.get("input", "tiles"))
@@ -46,6 +43,27 @@ def summarize(uri: str, storage_options: dict | None = None) -> str:
         for row in head:
             lines.append(f"    {kind.locus(row)} {row['n_tokens']} tokens  chunk {row['chunk_id']}")
     return "\n".join(lines)
+
+
+def describe(column: pa.ChunkedArray) -> str:
+    """A score column in one line: min, mean and max (per-token ones over every token), or
+    its most frequent values; NaN and null left out, and counted."""
+    column = column.combine_chunks()
+    while pa.types.is_large_list(column.type) or pa.types.is_list(column.type):
+        column = column.flatten()
+    if pa.types.is_fixed_size_list(column.type):
+        column = column.flatten()
+    if pa.types.is_string(column.type):
+        counts = column.drop_null().value_counts().to_pylist()
+        top = sorted(counts, key=lambda c: -c["counts"])[:4]
+        return ", ".join(f"{c['values']} {c['counts']}" for c in top) or "no values"
+    values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+    ok = values[np.isfinite(values)]
+    missing = len(values) - len(ok)
+    if not len(ok):
+        return f"no values ({missing} missing)"
+    shown = f"min {ok.min():.4g} mean {ok.mean():.4g} max {ok.max():.4g}"
+    return shown + (f" ({missing} missing)" if missing else "")
 
 
 def main(argv: list[str] | None = None) -> int:

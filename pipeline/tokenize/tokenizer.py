@@ -94,6 +94,13 @@ class DnaTokenizer:
     def char_level(self) -> bool:
         return self.lut is not None
 
+    def token_id(self, base: str) -> int | None:
+        """The id of one base's token (char-level tokenizers), or None where it has none."""
+        if self.lut is None:
+            return None
+        i = int(self.lut[ord(base)])
+        return i if i >= 0 else None
+
     @property
     def n_special(self) -> int:
         """Tokens the tokenizer adds around every sequence (char-level tokenizers only)."""

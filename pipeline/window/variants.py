@@ -1,8 +1,9 @@
 """VariantWindowStage: VCF alleles -> a reference and an alternate window each.
 
 Window rule (README, "Variants"): with pos0 = POS - 1, the reference window starts at
-pos0 - window.size // 2, shifted to lie inside the contig, and is window.size bases long (the
-whole contig when shorter). The alternate window has the same start, REF replaced by ALT, and
+pos0 - window.size // 2 (variants.layout=centred; end: window.size - variants.end_bases),
+shifted to lie inside the contig, and is window.size bases long (the whole contig when
+shorter). The alternate window has the same start, REF replaced by ALT, and
 is filled from the contig (or cut) at its far end to window.size bases.
 """
 
@@ -47,6 +48,11 @@ class VariantWindowStage(LocusWindowStage):
     id_keys = ("source", "record_index", "alt_index")
     schema, merge_schema = VARIANT_SCHEMA, VARIANT_MERGE_SCHEMA
 
+    def __init__(self, *args: Any, before: int | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Bases of the window before the variant (None: centred).
+        self.before = before
+
     def group(self, row: dict) -> Any:
         # Alleles of one position share their reference window: one batch, one pack, so the
         # engine embeds it once.
@@ -76,7 +82,7 @@ class VariantWindowStage(LocusWindowStage):
             return reason
         seq_id, pos, ref, alt = row["seq_id"], row["pos"], row["ref"], row["alt"]
         length = lengths[seq_id]
-        start, end = variant_window(pos, self.cfg.size, length)
+        start, end = variant_window(pos, self.cfg.size, length, self.before)
         forward = self.fetch(seq_id, start, end)
         # Its reference pieces come normalised from fetch(); ALT is upper-case A, C, G, T, N
         # already (the VCF reader skips any other allele), so the window needs no second pass.

@@ -96,12 +96,15 @@ def mirror(span: tuple[int, int], length: int) -> tuple[int, int]:
     return length - b, length - a
 
 
-def variant_window(pos: int, size: int, contig_length: int) -> tuple[int, int]:
-    """The reference window of a variant at 1-based `pos`: it starts size // 2 before the
-    variant's first base, shifted to lie inside the contig, and is `size` long (or the whole
-    contig, when shorter)."""
+def variant_window(
+    pos: int, size: int, contig_length: int, before: int | None = None
+) -> tuple[int, int]:
+    """The reference window of a variant at 1-based `pos`: it starts `before` bases (default
+    size // 2: centred) before the variant's first base, shifted to lie inside the contig,
+    and is `size` long (or the whole contig, when shorter)."""
     pos0 = pos - 1
-    start = min(max(0, pos0 - size // 2), max(0, contig_length - size))
+    before = size // 2 if before is None else before
+    start = min(max(0, pos0 - before), max(0, contig_length - size))
     return start, min(start + size, contig_length)
 
 

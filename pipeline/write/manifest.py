@@ -155,6 +155,10 @@ def build_manifest(
             "windows_resumed": stats.get("windows_resumed", 0),
             "windows_embedded": stats.get("windows_embedded", 0),
             "engine_requests": stats.get("engine_requests", 0),
+            # Tokens submitted to the engines, and those they computed (a cached prefix's
+            # are not: a variant's alternates share their reference's, when scoring alone).
+            "engine_tokens": stats.get("engine_tokens", 0),
+            "engine_tokens_computed": stats.get("engine_tokens_computed", 0),
             "engine_requests_shared": stats.get("engine_requests_shared", 0),
             "tokens": tokens,
             # Object-store requests that failed and were retried (throttling, 5xx, dropped
