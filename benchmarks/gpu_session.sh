@@ -19,6 +19,8 @@
 #   layers-10b          nvidia-h200-x2   8 min   Layers and poolings, 10B and TP=2 (layers)
 #   loci-1_2b           nvidia-h200      5 min   Regions and variants, 1.2B (loci)
 #   loci-10b            nvidia-h200      7 min   Regions and variants, 10B (loci)
+#   scores              nvidia-h200      8 min   Variant scores (LLR), 1.2B: dnaembed against
+#                                                vLLM's prompt_logprobs (scores)
 #   startup-1_2b        nvidia-h200      6 min   Start-up, 1.2B: fresh, second, old defaults
 #                                                (startup)
 #   startup-10b         nvidia-h200      9 min   Start-up, 10B (startup); FP8 (fp8)
@@ -297,6 +299,41 @@ case "$MODE" in
     cat "$OUT/loci.log" | grep -vE '^\s*$' | tail -20
     (cd "$LOCI_WORK" && tar czf "$OUT/logs-$MODE.tar.gz" log-*.txt)
     ;;
+  scores)
+    # Figures: zero-shot variant scores (LLR): variants per hour of the user's command
+    #   (`'scores=[llr]' 'embed.layers=[]'`) at 255- and 8,192-base windows, centred and end
+    #   layouts, against vLLM's own prompt_logprobs path (`LLM.generate`, runner generate) on
+    #   the same variants, and the tokens computed per variant (benchmarks/questions/scores.py).
+    #   SCORES_PARTS=beside (a call of its own, ~4 min): scores beside the default embeddings
+    #   against embeddings alone, 8,192-base centred windows. SCORES_SHAPE=genos_10b: the 10B
+    #   shape at smaller sizes, one window a call (255 unless SCORES_WINDOWS=8192). Extra
+    #   options in SCORES_ARGS (e.g. --peer-caching on,off). Needs pyfaidx and cyvcf2 (cp312)
+    #   in .whl/, as the loci modes do.
+    # Machine: nvidia-h200, after prep (the 1.2B model). About 8 min: four runs of ~75 s
+    #   start-up and exit and 20-30 s of engine each, then the peer (engine start, ~30 s of
+    #   generate).
+    # Writes: scores-<shape>.json (scores-<shape>[-<parts>][-<windows>].json where SCORES_PARTS
+    #   or SCORES_WINDOWS differ from the defaults), logs-scores.tar.gz (this mode's output,
+    #   each run's and the peer's log).
+    export SCORES_WORK=$W/scores CUDA_VISIBLE_DEVICES=0
+    SHAPE=${SCORES_SHAPE:-genos_1_2b} PARTS=${SCORES_PARTS:-layouts,peer}
+    if [ "$SHAPE" = genos_10b ]; then
+      WINDOWS=${SCORES_WINDOWS:-255} ALL=255
+      SIZES="--variants 255:6000,8192:150 --peer-variants 255:1000,8192:32 --beside-variants 120"
+    else
+      WINDOWS=${SCORES_WINDOWS:-255,8192} ALL=255,8192
+      SIZES="--variants 255:30000,8192:1000 --peer-variants 255:4000,8192:120"
+      SIZES="$SIZES --beside-variants 600"
+    fi
+    NAME=scores-$SHAPE
+    [ "$PARTS" = layouts,peer ] || NAME=$NAME-${PARTS//,/-}
+    [ "$WINDOWS" = "$ALL" ] || NAME=$NAME-${WINDOWS//,/-}
+    timeout 570 python3 -m $Q.scores --shapes "$SHAPE" --parts "$PARTS" --windows "$WINDOWS" \
+      $SIZES --timeout 240 ${SCORES_ARGS:-} --out "$OUT/$NAME.json" > "$SCORES_WORK.log" 2>&1
+    grep -vE '^\s*$' "$SCORES_WORK.log" | tail -20
+    cp "$SCORES_WORK.log" "$SCORES_WORK/log-scores.txt"
+    (cd "$SCORES_WORK" && tar czf "$OUT/logs-scores.tar.gz" log-*.txt)
+    ;;
   scale)
     # Figures: "Scale", the user's command at scale (benchmarks/questions/scale.py):
     #   `python -m pipeline` on one plain-gzip FASTA of 320 Mbp (BASES=...; two records of
@@ -410,7 +447,8 @@ case "$MODE" in
   *)
     echo "usage: bash benchmarks/gpu_session.sh MODE, one of: prep engine-vs-pipeline" \
       "raydata-llm hf-fidelity moe-kernel moe-tiles mfu-knobs ray-jobs scaling" \
-      "layers-1_2b layers-10b loci-1_2b loci-10b scale startup-1_2b startup-10b tp2 serve genome" >&2
+      "layers-1_2b layers-10b loci-1_2b loci-10b scores scale startup-1_2b startup-10b tp2" \
+      "serve genome" >&2
     exit 2
     ;;
 esac

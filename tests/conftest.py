@@ -47,6 +47,17 @@ def tiny_model() -> str:
 
 
 @pytest.fixture(scope="session")
+def scoring_model() -> str:
+    """The tiny model with weights at a trained model's scale (initializer_range 0.1): its
+    log-probabilities spread over a few nats, as a DNA model's do. The default tiny model's
+    large random weights make logits in the hundreds, where float32 kernels of vLLM and HF
+    differ by ~1e-3 in a log-prob: too coarse to check scores against each other."""
+    from pipeline.models.tiny import TinySpec, tiny_model_path
+
+    return str(tiny_model_path(TinySpec(initializer_range=0.1)))
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the in-process pipeline tests (starting one takes seconds). Its
     workers can be made to fail on demand (tests/faults.py)."""

@@ -10,10 +10,10 @@ longer than the model takes and merges the tiles' poolings, and averages an item
 
 With scores (a head with an alphabet) it also returns, per window, the log-probabilities of
 the tokens in its scored range (pipeline/embed/scores.py turns them into columns). An engine
-that scores alone caches prefixes: windows that share their first tokens (a variant's
-reference and alternates) are run in two passes, the first of each group, then the others,
-which compute only what follows the cached blocks; the states a cached block skipped are
-taken from the group's window that computed them (in a causal model they are the same).
+that scores alone caches prefixes: of windows that share their first blocks of tokens (a
+variant's reference and alternates) one computes them and the others only what follows; the
+scores a cached block skipped are taken from the window that computed them (in a causal model
+a token with the same preceding tokens has the same prediction).
 """
 
 from __future__ import annotations
@@ -286,17 +286,10 @@ class EngineCore:
         n = len(requests.prompts)
         raw: list[np.ndarray | None] = [None] * n
         cached = [0] * n
-        if self.shares_prefixes:
-            # Cached blocks of this call only (the salt), so every skipped state has a
-            # window of this call that computed it; within a group the first goes first.
-            salt = uuid.uuid4().hex
-            groups = self._groups(requests)
-            first = sorted(g[0] for g in groups)
-            rest = sorted(r for g in groups for r in g[1:])
-            for batch in (first, rest):
-                self._run(requests, batch, raw, cached, salt)
-        else:
-            self._run(requests, list(range(n)), raw, cached, None)
+        # Cached blocks of this call only (its salt), so every state a cached block skipped
+        # was computed by a window of this call (vLLM shares blocks within a step too).
+        salt = uuid.uuid4().hex if self.shares_prefixes else None
+        self._run(requests, list(range(n)), raw, cached, salt)
         vectors = [v for v in raw if v is not None]
         assert len(vectors) == n
         scores = None

@@ -103,7 +103,11 @@ class DeviceHead:
         )
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.alphabet:
+            # Without scores the head is what it was before them (the same hf_overrides).
+            del d["alphabet"]
+        return d
 
     @property
     def scores(self) -> bool:

@@ -24,7 +24,7 @@ SELECT = {
 
 
 def test_every_module_of_the_package_is_a_kind_with_its_own_input_key():
-    assert sorted(KINDS) == ["regions", "tiles", "variants"]
+    assert sorted(KINDS) == ["mutagenesis", "regions", "tiles", "variants"]
     keys = [k.key for k in KINDS.values()]
     assert len(set(keys)) == len(keys)
     fields = InputConfig.__dataclass_fields__
