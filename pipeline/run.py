@@ -354,7 +354,10 @@ def header(p: Plan) -> str:
     n = len(p.sources)
     first = p.sources[0].uri if n == 1 else f"{n} files"
     m = cfg.model
-    what = ", ".join(c.column for c in p.columns)
+    # The kind shows its own scores itself (variants: after its distances).
+    own = set(p.kind.own_scores())
+    scores = [c for c in p.kind.score_columns() if c not in own] if p.kind.scores_asked() else []
+    what = ", ".join([c.column for c in p.columns] + scores)
     if cfg.window.merge_strands:
         what += ", strands merged"
     first, shape, what = p.kind.header(first, what, p.columns)

@@ -82,7 +82,9 @@ class Regions(Kind):
                 storage,
                 cfg.input,
                 stats,
-                cfg.embed.per_token_max_tokens if cfg.embed.per_token else None,
+                cfg.embed.per_token_max_tokens
+                if cfg.embed.per_token or cfg.scores.per_token
+                else None,
             ),
         ]
 

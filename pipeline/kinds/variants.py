@@ -226,7 +226,7 @@ class Variants(Kind):
         return (
             f"{first} on {cfg.input.reference}",
             f"ref and alt windows of {cfg.window.size}{layout}",
-            what + " -> " + ", ".join(shown),
+            " -> ".join(x for x in (what, ", ".join(shown)) if x),
         )
 
     @staticmethod
