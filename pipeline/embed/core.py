@@ -364,10 +364,11 @@ class EngineCore:
         return list(groups.values())
 
     def _score_size(self, score: tuple[int, int]) -> int:
-        """Values of one request's score block: its cached count, then per token the width."""
+        """Values of one request's score block: a header row (its cached token count first),
+        then a row per scored token."""
         head = self.head
         assert head is not None
-        return 1 + (score[1] - score[0]) * head.score_width
+        return (1 + score[1] - score[0]) * head.score_width
 
     def _split_scores(
         self, vectors: list[np.ndarray], requests: _Requests
@@ -385,7 +386,8 @@ class EngineCore:
             if v.size < size:
                 raise EmbeddingMismatch(f"engine output of {v.size} values for scores {score}")
             rest.append(v[: v.size - size])
-            scores.append(v[v.size - size + 1 :].reshape(score[1] - score[0], head.score_width))
+            block = v[v.size - size + head.score_width :]
+            scores.append(block.reshape(score[1] - score[0], head.score_width))
         return rest, scores
 
     def _fill_cached(

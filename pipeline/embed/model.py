@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Set
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from vllm.config import VllmConfig
@@ -101,7 +103,7 @@ class LayerPooler(Pooler):
         self, hidden_states: torch.Tensor, pooling_metadata: PoolingMetadata
     ) -> torch.Tensor:
         cursor = pooling_metadata.get_pooling_cursor()
-        if not all(cursor.get_finished_mask()):
+        if _split_window(cursor):
             # The engine is built without chunked prefill (MEAN in its pooler config, or
             # chunked prefill off for scores), which keeps every window in one step; a split
             # window would pool a part of it.
@@ -176,9 +178,11 @@ class LayerPooler(Pooler):
         lens: list[int],
         cached: list[int],
     ) -> list[torch.Tensor | None] | None:
-        """Per request asking for SCORE_KEY [a, b): its cached token count, then per t in
-        [a, b) log P(x_t | x_<t), the entropy and the alphabet's log-probs (NaN where the
-        state predicting t is prefix-cached, so not computed here)."""
+        """Per request asking for SCORE_KEY [a, b): a [1 + b - a, width] block flattened: a
+        header row (its cached token count first), then per t in [a, b) log P(x_t | x_<t),
+        the entropy and the alphabet's log-probs (NaN where the state predicting t is
+        prefix-cached, so not computed here). All of them views of one tensor, filled by one
+        scatter: a step may hold a thousand short windows."""
         head = self.head
         asked = [(p.extra_kwargs or {}).get(SCORE_KEY) if p is not None else None for p in params]
         if not any(a is not None for a in asked):
@@ -187,48 +191,44 @@ class LayerPooler(Pooler):
             raise ValueError("this engine was built without its LM head: no scores")
         model = self._model[0]
         assert model is not None
-        ids = model.model.input_ids
         dev = captured.device
-        rows, targets, counts = [], [], []
+        width = head.score_width
+        src, dest, headers, sizes, offset = [], [], [], [], 0
         for rng, lo, n, k in zip(asked, starts, lens, cached, strict=True):
             if rng is None:
-                counts.append(0)
+                sizes.append(0)
                 continue
             a, b = int(rng[0]), int(rng[1])
-            total = k + n
-            if not 1 <= a <= b <= total:
-                raise ValueError(f"score range {rng} does not fit a window of {total} tokens")
+            if not 1 <= a <= b <= k + n:
+                raise ValueError(f"score range {rng} does not fit a window of {k + n} tokens")
             first = max(a, k + 1)
             # Token t is predicted by the state of t - 1: row lo + (t - 1 - k) of this step.
-            rows.append(torch.arange(lo + first - 1 - k, lo + b - 1 - k))
-            targets.append(torch.arange(lo + first - k, lo + b - k))
-            counts.append(max(0, b - first))
+            src.append(np.arange(lo + first - 1 - k, lo + b - 1 - k))
+            dest.append(np.arange(offset + 1 + first - a, offset + 1 + b - a))
+            headers.append((offset, k))
+            sizes.append(1 + b - a)
+            offset += 1 + b - a
+        rows = torch.from_numpy(np.concatenate(src)).to(dev)
+        to = torch.from_numpy(np.concatenate(dest)).to(dev)
+        # The scored token's id is the next row's input id (the same window: t < b <= n).
+        targets = model.model.input_ids[rows + 1]
         normed = captured[:, -1]
-        index = torch.cat(rows).to(dev) if rows else torch.zeros(0, dtype=torch.long, device=dev)
-        tgt = ids[torch.cat(targets).to(dev)] if targets else index
-        width = head.score_width
-        values = torch.empty((index.numel(), width), dtype=torch.float32, device=dev)
         alphabet = torch.tensor(head.alphabet, dtype=torch.long, device=dev)
-        for lo in range(0, index.numel(), _SCORE_ROWS):
-            part = index[lo : lo + _SCORE_ROWS]
+        out = torch.full((offset, width), float("nan"), dtype=torch.float32, device=dev)
+        for lo in range(0, rows.numel(), _SCORE_ROWS):
+            part = rows[lo : lo + _SCORE_ROWS]
             logp = torch.log_softmax(model.logits(normed[part]).float(), dim=-1)
-            out = values[lo : lo + part.numel()]
-            out[:, 0] = logp.gather(1, tgt[lo : lo + part.numel()].view(-1, 1)).view(-1)
-            out[:, 1] = -(logp.exp() * logp).sum(-1)
-            out[:, 2:] = logp[:, alphabet]
-        parts = iter(values.split(counts)) if counts else iter(())
-        result: list[torch.Tensor | None] = []
-        for rng, k, c in zip(asked, cached, counts, strict=True):
-            got = next(parts)
-            if rng is None:
-                result.append(None)
-                continue
-            a, b = int(rng[0]), int(rng[1])
-            block = torch.full((b - a, width), float("nan"), dtype=torch.float32, device=dev)
-            if c:
-                block[b - a - c :] = got
-            result.append(torch.cat([torch.tensor([float(k)], device=dev), block.view(-1)]))
-        return result
+            values = torch.empty((part.numel(), width), dtype=torch.float32, device=dev)
+            values[:, 0] = logp.gather(1, targets[lo : lo + part.numel()].view(-1, 1)).view(-1)
+            values[:, 1] = -(logp.exp() * logp).sum(-1)
+            values[:, 2:] = logp[:, alphabet]
+            out[to[lo : lo + part.numel()]] = values
+        where, count = zip(*headers, strict=True)
+        out[torch.tensor(where, device=dev), 0] = torch.tensor(
+            count, dtype=torch.float32, device=dev
+        )
+        blocks = iter(out.split([x for x in sizes if x]))
+        return [next(blocks).view(-1) if x else None for x in sizes]
 
 
 def _with_tokens(
@@ -245,12 +245,26 @@ def _with_tokens(
     ]
 
 
+def _split_window(cursor: Any) -> bool:
+    """A window of this step does not end in it (its prefill was chunked)."""
+    seq = getattr(cursor, "seq_lens_cpu", None)
+    if seq is not None:
+        return bool((cursor.prompt_lens_cpu != seq).any())
+    # Without sequence lengths (older vLLM) a cached prefix looks partial too: there an engine
+    # that scores alone stops here rather than score a part.
+    return cursor.is_partial_prefill()
+
+
 def _joined(
     pooled: torch.Tensor | list[torch.Tensor], scored: list[torch.Tensor | None] | None
 ) -> torch.Tensor | list[torch.Tensor]:
     """Each request's output followed by its score block, where it asked for one."""
     if scored is None:
         return pooled
+    if isinstance(pooled, torch.Tensor) and pooled.shape[-1] == 0:
+        # Scores alone: nothing to join them to.
+        empty = pooled.new_zeros(0)
+        return [extra if extra is not None else empty for extra in scored]
     return [
         torch.cat([row.reshape(-1), extra]) if extra is not None else row.reshape(-1)
         for row, extra in zip(pooled, scored, strict=True)
