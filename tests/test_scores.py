@@ -235,7 +235,7 @@ def test_variant_scores_beside_embeddings_match_hf_on_both_strands(beside_run, r
     for r in rows:
         ref, start, ref_w, alt_w = want[(r["id"], r["alt"])]
         what = f"{r['id']} {r['ref']}>{r['alt']}"
-        assert (r["start"], r["end"], r["strand"]) == (start, start + SIZE, "+"), what
+        assert (r["ref"], r["start"], r["end"], r["strand"]) == (ref, start, start + SIZE, "+")
         fr, fa = Strand(hf, ref_w), Strand(hf, alt_w)
         br, ba = Strand(hf, rc(ref_w)), Strand(hf, rc(alt_w))
         # Log-likelihood ratio of the whole windows, alternate minus reference, strands
@@ -267,7 +267,9 @@ def test_variant_scores_beside_embeddings_match_hf_on_both_strands(beside_run, r
             q = SIZE - 1 - p
             i, j = BASES.index(r["alt"]), BASES.index(r["ref"])
             ci, cj = BASES.index(COMPLEMENT[r["alt"]]), BASES.index(COMPLEMENT[r["ref"]])
-            site = np.mean([fr.bases[p - 1, i] - fr.bases[p - 1, j], br.bases[q - 1, ci] - br.bases[q - 1, cj]])
+            fwd = fr.bases[p - 1, i] - fr.bases[p - 1, j]
+            back = br.bases[q - 1, ci] - br.bases[q - 1, cj]
+            site = (fwd + back) / 2
             assert r["llr_site"] is not None and abs(r["llr_site"] - site) < 1e-4, what
         else:
             assert r["llr_site"] is None, what
@@ -355,7 +357,7 @@ def test_variant_scores_alone_share_the_left_flank_and_match_hf(
     for r in rows:
         ref, start, ref_w, alt_w = want[(r["id"], r["alt"])]
         what = f"{r['id']} {r['ref']}>{r['alt']}"
-        assert (r["start"], r["end"]) == (start, start + SIZE), what
+        assert (r["ref"], r["start"], r["end"]) == (ref, start, start + SIZE), what
         if r["id"] != "del_end":  # the end layout: 31 bases from the variant's first base
             assert r["end"] - (r["pos"] - 1) == 31, what
         fr, fa = Strand(hf, ref_w), Strand(hf, alt_w)
@@ -404,9 +406,7 @@ def mutagenesis_run(ray_session, reference, scoring_model, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_mutagenesis_rows_match_hf_and_summaries_their_alternates(
-    mutagenesis_run, reference, hf
-):
+def test_mutagenesis_rows_match_hf_and_summaries_their_alternates(mutagenesis_run, reference, hf):
     out, _, rows, args = mutagenesis_run
     _, contigs = reference
     a = contigs["chrA"]

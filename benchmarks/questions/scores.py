@@ -35,6 +35,7 @@ import argparse
 import gc
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -158,8 +159,10 @@ def peer(args: argparse.Namespace) -> dict:
         "cases": {},
     }
     sp = SamplingParams(prompt_logprobs=0, max_tokens=1)
-    for size in sorted({c["window"] for c in spec["cases"]}):  # a warm-up per length
-        warm = [TokensPrompt(prompt_token_ids=[4 + i % 4 for i in range(size)])] * 2
+    for size in sorted({c["window"] for c in spec["cases"]}):
+        # A warm-up per length, a batch of windows, so the first timed case starts warm.
+        warm = [TokensPrompt(prompt_token_ids=[4 + (i + k) % 4 for i in range(size)])
+                for k in range(32)]  # fmt: skip
         llm.generate(warm, sp, use_tqdm=False)
     for case in spec["cases"]:
         data = np.load(case["npz"])
@@ -210,8 +213,11 @@ def pipeline_run(args, shape: str, model: str, name: str, vcf: Path, extra: list
     ]  # fmt: skip
     if args.device == "cpu":
         cmd += ["embed.device=cpu"]
-    proc, wall = run_logged(cmd, WORK / f"log-{name}.txt", args.timeout, repo_env())
     row: dict = {"run": name, "command": cmd[1:]}
+    try:
+        proc, wall = run_logged(cmd, WORK / f"log-{name}.txt", args.timeout, repo_env())
+    except subprocess.TimeoutExpired:  # the rows after it still run
+        return {**row, "error": f"timed out after {args.timeout} s"}
     if proc.returncode:
         return {**row, "error": (proc.stdout + proc.stderr)[-3000:]}
     m = read_manifest(out)
@@ -404,8 +410,12 @@ def peer_rows(args, shape, model, seqs, cases, end_bases, peer_counts, report) -
         path = WORK / f"peer-{shape}-{setting}.json"
         path.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", MODULE, "--peer-spec", str(path), "--device", args.device]
-        # A result printed counts even if the engine's shutdown fails after it.
-        got = spawn_json(cmd, WORK / f"log-peer-{shape}-{setting}.txt", args.timeout, env, False)
+        log = WORK / f"log-peer-{shape}-{setting}.txt"
+        try:
+            # A result printed counts even if the engine's shutdown fails after it.
+            got = spawn_json(cmd, log, args.timeout, env, check_rc=False)
+        except subprocess.TimeoutExpired:
+            got = {"error": f"timed out after {args.timeout} s"}
         report.setdefault("peer", {})[f"{shape}-{setting}"] = got
         if "error" in got:
             continue

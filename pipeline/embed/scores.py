@@ -139,8 +139,8 @@ def token_arrays(per_row: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> di
     bases = [r[2] for r in per_row]
     return {
         LOGP: _lists(lp, TOKEN_LOGP),
-        ENTROPY: _lists(ent, TOKEN_LOGP),
         LOGP_BASES: _lists(bases, TOKEN_BASES),
+        ENTROPY: _lists(ent, TOKEN_LOGP),
     }
 
 
