@@ -626,3 +626,20 @@ def test_serve_refuses_an_unknown_key_before_it_starts(no_run, capsys, tmp_path,
         with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
             serve_config(override)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scores_and_the_variant_layout_are_fingerprinted_only_when_asked():
+    plain = fingerprint_fields(to_config(compose(VARIANTS)))
+    assert "scores" not in plain and plain["variants"] == {"keep_embeddings": False}
+    llr = fingerprint_fields(to_config(compose([*VARIANTS, "scores=[llr]"])))
+    assert llr["scores"] == {"compute": ["llr"], "per_token": False}
+    end = fingerprint_fields(to_config(compose([*VARIANTS, "variants.layout=end"])))
+    assert end["variants"] == {"keep_embeddings": False, "layout": "end", "end_bases": 32}
+    alone = fingerprint_fields(to_config(compose([*VARIANTS, "scores=[llr]", "embed.layers=[]"])))
+    assert len({stable_hash(f) for f in (plain, llr, end, alone)}) == 4
+    # `scores=[...]` is shorthand for scores.compute, and each value counts once.
+    assert rewrite_overrides(["scores=[llr,loglik]"]) == ["scores.compute=[llr,loglik]"]
+    with pytest.raises(ConfigError, match="scores.compute must list each value once"):
+        to_config(compose([*VARIANTS, "scores=[llr,llr]"]))
+    with pytest.raises(ConfigError, match="variants.end_bases=9000 is longer than window.size"):
+        validate(to_config(compose([*VARIANTS, "variants.layout=end", "variants.end_bases=9000"])))
