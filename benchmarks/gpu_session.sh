@@ -307,8 +307,7 @@ case "$MODE" in
     #   SCORES_PARTS=beside (a call of its own, ~4 min): scores beside the default embeddings
     #   against embeddings alone, 8,192-base centred windows. SCORES_SHAPE=genos_10b: the 10B
     #   shape at smaller sizes, one window a call (255 unless SCORES_WINDOWS=8192). Extra
-    #   options in SCORES_ARGS (e.g. --peer-caching on,off). Needs pyfaidx and cyvcf2 (cp312)
-    #   in .whl/, as the loci modes do.
+    #   options in SCORES_ARGS (e.g. --peer-caching on,off).
     # Machine: nvidia-h200, after prep (the 1.2B model). About 8 min: four runs of ~75 s
     #   start-up and exit and 20-30 s of engine each, then the peer (engine start, ~30 s of
     #   generate).
