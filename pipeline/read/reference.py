@@ -257,7 +257,14 @@ class Reference:
             )
         if start == end:
             return ""
-        seq = fa.fetch(contig, start + 1, end)  # pyfaidx: 1-based, closed
+        try:
+            seq = fa.fetch(contig, start + 1, end)  # pyfaidx: 1-based, closed
+        except ValueError as e:
+            # pyfaidx cannot seek to the end of a full 64 KiB BGZF block (Biopython's writer
+            # makes such blocks; htslib's are 65,280 bytes): a base earlier lies inside it.
+            if "within_block_offset" not in str(e) or start == 0:
+                raise
+            seq = fa.fetch(contig, start, end)[1:]
         if len(seq) != end - start:
             raise InputError(
                 f"reference {self.uri}: read {len(seq)} bases of {contig}:{start}-{end}, "

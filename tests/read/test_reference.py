@@ -15,7 +15,7 @@ import pytest
 from pipeline.errors import InputError
 from pipeline.read.reference import Reference
 from pipeline.storage import s3_options
-from tests.reference_fixtures import cut_contigs, write_fasta
+from tests.reference_fixtures import cut_contigs, read_genome, write_fasta
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +286,36 @@ def test_read_only_filesystem(tmp_path, plain, bgzip, contigs):
     uri = f"zip://indexed/ref.fa.gz::file://{archive}"
     with pytest.raises(InputError, match="reports no modification times"):
         Reference.prepare(uri)
+
+
+def test_bgzip_with_full_64k_blocks_reads_at_every_block_boundary(tmp_path, genome_fasta):
+    """Biopython's BGZF writer fills blocks to 65,536 bytes (htslib's stop at 65,280); a
+    fetch that starts at a block's end must still read the right bases."""
+    from Bio import bgzf
+
+    g = read_genome(genome_fasta)
+    contigs = {"chrA": g * 4, "chrB": g[:50000] * 3}
+    plain = write_fasta(tmp_path / "ref.fa", contigs)
+    dst = tmp_path / "ref.fa.gz"
+    data = plain.read_bytes()
+    with bgzf.BgzfWriter(str(dst), "wb") as f:
+        f.write(data)
+    ref = Reference(str(dst))
+    Reference.prepare(str(dst))
+    # Every base whose byte starts a new 64 KiB block, and its neighbours.
+    offsets = {}
+    pos = 0
+    for line in data.splitlines(keepends=True):
+        if line.startswith(b">"):
+            name, i = line[1:].split()[0].decode(), 0
+        else:
+            for k in range(len(line.rstrip())):
+                offsets[pos + k] = (name, i + k)
+            i += len(line.rstrip())
+        pos += len(line)
+    starts = [offsets[b] for b in range(1 << 16, len(data), 1 << 16) if b in offsets]
+    assert starts
+    for name, s in starts:
+        for a in (s - 1, s, s + 1):
+            assert ref.fetch(name, a, a + 25) == contigs[name][a : a + 25].upper(), (name, a)
+    ref.close()
