@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from pipeline.errors import ConfigError
 from pipeline.kinds import Kind
+from pipeline.kinds.variants import variant_before
 from pipeline.rows import (
     MUTAGENESIS_SCHEMA,
     TOKEN_IDS,
@@ -60,9 +61,7 @@ class Mutagenesis(Kind):
             raise ConfigError(
                 f"input.mutagenesis writes llr scores only; scores.compute={extra} does not apply"
             )
-        v, size = self.cfg.variants, self.cfg.window.size
-        if v.layout == "end" and v.end_bases > size:
-            raise ConfigError(f"variants.end_bases={v.end_bases} is longer than window.size={size}")
+        variant_before(self.cfg)
 
     def fingerprint(self) -> dict[str, Any]:
         v = self.cfg.variants
@@ -72,8 +71,7 @@ class Mutagenesis(Kind):
         }
 
     def before(self) -> int | None:
-        v = self.cfg.variants
-        return self.cfg.window.size - v.end_bases if v.layout == "end" else None
+        return variant_before(self.cfg)
 
     def estimated_tokens(self, sources: list[Source]) -> int | None:
         from pipeline.tokenize.budget import COUNT_LIMIT_BYTES, bed_bases

@@ -63,11 +63,7 @@ class Variants(Kind):
         super().check()
         cfg = self.cfg
         limit = cfg.embed.per_token_max_tokens
-        v = cfg.variants
-        if v.layout == VariantLayout.end and v.end_bases > cfg.window.size:
-            raise ConfigError(
-                f"variants.end_bases={v.end_bases} is longer than window.size={cfg.window.size}"
-            )
+        variant_before(cfg)
         per_token = "embed.per_token" if cfg.embed.per_token else "scores.per_token"
         if (cfg.embed.per_token or cfg.scores.per_token) and cfg.window.size > limit:
             raise ConfigError(
@@ -77,9 +73,7 @@ class Variants(Kind):
             )
 
     def before(self) -> int | None:
-        """Bases of a window before its variant (None: centred)."""
-        v = self.cfg.variants
-        return self.cfg.window.size - v.end_bases if v.layout == VariantLayout.end else None
+        return variant_before(self.cfg)
 
     def fingerprint(self) -> dict[str, Any]:
         fields = asdict(self.cfg.variants)
@@ -235,6 +229,16 @@ class Variants(Kind):
             f"{row['seq_id']}:{row['pos']} {row['ref']}>{row['alt']} window "
             f"{row['start']}-{row['end']}({row['strand']})"
         )
+
+
+def variant_before(cfg: Config) -> int | None:
+    """Bases of a variant's window before it (variants.layout; None: centred), checked."""
+    v, size = cfg.variants, cfg.window.size
+    if v.layout != VariantLayout.end:
+        return None
+    if v.end_bases > size:
+        raise ConfigError(f"variants.end_bases={v.end_bases} is longer than window.size={size}")
+    return size - v.end_bases
 
 
 def distances(ref: np.ndarray, alt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -133,6 +133,22 @@ class LocusWindowStage(Stage):
     def where(self, row: dict) -> str:
         raise NotImplementedError
 
+    def interval_where(self, row: dict) -> str:
+        """Where a BED interval row is, in messages."""
+        return (
+            f"{row['source']}: interval {row['record_index']} "
+            f"({row['seq_id']}:{row['start']}-{row['end']}, 0-based)"
+        )
+
+    def interval_problem(self, row: dict, lengths: dict[str, int]) -> str | None:
+        """Why a BED interval cannot be read from the reference, or None."""
+        seq_id, end = row["seq_id"], row["end"]
+        if missing := self.missing_contig(seq_id, lengths):
+            return missing
+        if end > lengths[seq_id]:
+            return f"interval ends at {end}, past the end of {seq_id} ({lengths[seq_id]} bases)"
+        return None
+
     def missing_contig(self, seq_id: str, lengths: dict[str, int]) -> str | None:
         if seq_id not in lengths:
             return f"contig {seq_id!r} is not in the reference {self.reference_uri}"

@@ -46,17 +46,12 @@ class MutagenesisWindowStage(LocusWindowStage):
         return row["source"], row["record_index"]
 
     def where(self, row: dict) -> str:
-        return (
-            f"{row['source']}: interval {row['record_index']} "
-            f"({row['seq_id']}:{row['start']}-{row['end']}, 0-based)"
-        )
+        return self.interval_where(row)
 
     def problem(self, row: dict, lengths: dict[str, int]) -> str | None:
-        seq_id, start, end = row["seq_id"], row["start"], row["end"]
-        if missing := self.missing_contig(seq_id, lengths):
-            return missing
-        if end > lengths[seq_id]:
-            return f"interval ends at {end}, past the end of {seq_id} ({lengths[seq_id]} bases)"
+        start, end = row["start"], row["end"]
+        if reason := self.interval_problem(row, lengths):
+            return reason
         if end - start > self.max_bases:
             return f"interval of {end - start} bases is longer than mutagenesis.max_bases"
         return None

@@ -60,18 +60,12 @@ class RegionWindowStage(LocusWindowStage):
         self.max_interval = max_interval
 
     def where(self, row: dict) -> str:
-        return (
-            f"{row['source']}: interval {row['record_index']} "
-            f"({row['seq_id']}:{row['start']}-{row['end']}, 0-based)"
-        )
+        return self.interval_where(row)
 
     def problem(self, row: dict, lengths: dict[str, int]) -> str | None:
-        seq_id, start, end = row["seq_id"], row["start"], row["end"]
-        if missing := self.missing_contig(seq_id, lengths):
-            return missing
-        length = lengths[seq_id]
-        if end > length:
-            return f"interval ends at {end}, past the end of {seq_id} ({length} bases)"
+        start, end = row["start"], row["end"]
+        if reason := self.interval_problem(row, lengths):
+            return reason
         if self.max_interval is not None and end - start > self.max_interval:
             return (
                 f"interval of {end - start} bases is longer than "
