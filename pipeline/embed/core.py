@@ -568,8 +568,11 @@ def _scored(score: tuple[int, int] | None) -> tuple[int, int] | None:
 def common_prefix(x: np.ndarray, y: np.ndarray) -> int:
     """How many first tokens two windows share."""
     n = min(len(x), len(y))
-    differ = np.flatnonzero(x[:n] != y[:n])
-    return int(differ[0]) if differ.size else n
+    differ = x[:n] != y[:n]
+    # argmax finds the first difference without listing them all (a variant's windows
+    # differ from the fork to their end).
+    first = int(differ.argmax()) if n else 0
+    return first if n and differ[first] else n
 
 
 def _subset(requests: _Requests, which: list[int]) -> _Requests:
