@@ -19,6 +19,7 @@ a token with the same preceding tokens has the same prediction).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import threading
 import time
@@ -160,9 +161,15 @@ class EngineCore:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread: int | None = None
 
-    @property
+    @functools.cached_property
     def head(self) -> DeviceHead | None:
+        # Read once: the scores path asks for it per request.
         return DeviceHead.from_dict(self.spec.head) if self.spec.head is not None else None
+
+    @property
+    def scores(self) -> bool:
+        """The engine runs the LM head (its head has an alphabet)."""
+        return self.head is not None and self.head.scores
 
     @property
     def state_layers(self) -> tuple[int, ...]:
@@ -274,8 +281,7 @@ class EngineCore:
     @property
     def shares_prefixes(self) -> bool:
         """The engine caches prefixes: it scores alone (no pooling needs every state)."""
-        head = self.head
-        return head is not None and head.scores and not head.layers
+        return self.scores and not self.head.layers
 
     def _encode(
         self, requests: _Requests
@@ -293,7 +299,7 @@ class EngineCore:
         vectors = [v for v in raw if v is not None]
         assert len(vectors) == n
         scores = None
-        if self.head is not None and self.head.scores:
+        if self.scores:
             vectors, scores = self._split_scores(vectors, requests)
             if self.shares_prefixes:
                 self._fill_cached(requests, scores, cached)

@@ -48,14 +48,8 @@ class EmbedStage(Stage):
         self.adds = (
             *self.kind.outputs(core.columns),
             *self.kind.state_columns(core.state_layers),
-            *(self.kind.score_columns() if self.scores else ()),
+            *(self.kind.score_columns() if core.scores else ()),
         )
-
-    @property
-    def scores(self) -> bool:
-        """The core's engine scores (its head runs the LM head)."""
-        head = self.core.head
-        return head is not None and head.scores
 
     @property
     def columns(self) -> list:
@@ -135,7 +129,7 @@ class EmbedStage(Stage):
                 ids[role] = (_rows(windows, forward), rc)
         head = self.core.head
         ids = self.kind.engine_ids(windows, ids, head.alphabet if head is not None else ())
-        ranges = self.kind.score_ranges(ids, spans) if self.scores else None
+        ranges = self.kind.score_ranges(ids, spans) if self.core.scores else None
         items: list[list[Window]] = []
         slices: dict[str, tuple[int, int]] = {}
         for role, (fwd, rc) in ids.items():

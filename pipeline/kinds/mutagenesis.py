@@ -167,11 +167,15 @@ class Mutagenesis(Kind):
         spans: list[tuple[int, int]] | None,
     ) -> dict[str, list[list[tuple[tuple[int, int], int | None]]]]:
         """Every window from the mutated base to its end (its fork), that base the site."""
+        from pipeline.embed.core import common_prefix
+
+        # The mutated base is where the A and C windows differ, the same for every role.
+        forks = [common_prefix(a, c) for a, c in zip(ids["A"][0], ids["C"][0], strict=True)]
         out: dict[str, list] = {}
         for role, (f_all, r_all) in ids.items():
             per = []
             for i, f in enumerate(f_all):
-                fork = int(np.flatnonzero(ids["A"][0][i] != ids["C"][0][i])[0])
+                fork = forks[i]
                 strands = [((fork, len(f)), fork)]
                 if r_all is not None:
                     back = len(r_all[i]) - 1 - fork
