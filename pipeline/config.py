@@ -112,6 +112,19 @@ class Score(StrEnum):
     llr = "llr"
 
 
+class TrackValue(StrEnum):
+    logp = "logp"
+    entropy = "entropy"
+    probs = "probs"
+
+
+class TrackStrands(StrEnum):
+    forward = "forward"
+    reverse = "reverse"
+    both = "both"
+    merged = "merged"
+
+
 class VariantLayout(StrEnum):
     centred = "centred"
     end = "end"
@@ -178,6 +191,10 @@ class InputConfig(SequenceRules):
     """BED file of intervals to mutate in silico: every base to each of the three others,
     scored like variants (scores=[llr]), plus one row per base with the mean and the most
     damaging. Needs input.reference; intervals longer than mutagenesis.max_bases are refused."""
+    tracks: Any = None
+    """FASTA files of a genome (plain, gzip or indexed; a path, glob, directory, URI or list,
+    as input.path) to score base by base: per-base tracks (tracks.values) as Parquet shards
+    and bigWig files. Plain gzip streams through in bounded memory."""
     format: InputFormat = InputFormat.auto
     """auto (sniffed from the first byte) | fasta | fastq."""
     on_error: OnError = OnError.error
@@ -192,12 +209,16 @@ class InputConfig(SequenceRules):
 
     def __post_init__(self) -> None:
         _at_least("input.split_bases", self.split_bases, 0)
-        if not _is_set(self.path):
-            return
-        paths = self.path if isinstance(self.path, list | tuple) else [self.path]
-        # OmegaConf has no Union of a string and a list, so this one key is checked here.
-        if not paths or not all(isinstance(p, str) and p for p in paths):
-            raise ConfigError(f"input.path must be a path, glob or URI (or a list), got {paths!r}")
+        for key in ("path", "tracks"):
+            value = getattr(self, key)
+            if not _is_set(value):
+                continue
+            paths = value if isinstance(value, list | tuple) else [value]
+            # OmegaConf has no Union of a string and a list, so these keys are checked here.
+            if not paths or not all(isinstance(p, str) and p for p in paths):
+                raise ConfigError(
+                    f"input.{key} must be a path, glob or URI (or a list), got {paths!r}"
+                )
 
 
 @dataclass
@@ -390,6 +411,38 @@ class MutagenesisConfig:
 
 
 @dataclass
+class TracksConfig:
+    context: int = 1024
+    """Bases of left context every scored base has at least (windows of window.size overlap
+    by this many; a contig's first bases have what exists). On the reverse strand: the
+    bases to the right."""
+    values: list[TrackValue] = field(
+        default_factory=lambda: [TrackValue.logp, TrackValue.entropy]
+    )
+    """logp (log P of the reference base given its context) | entropy (over A, C, G, T, in
+    nats) | probs (P of A, C, G, T: four tracks). A, C, G, T renormalised to sum to one for
+    entropy and probs."""
+    strands: TrackStrands = TrackStrands.both
+    """forward | reverse (on forward coordinates) | both (a track each) | merged (the mean of
+    both strands per base; the Parquet keeps both)."""
+    contigs: list[str] = field(default_factory=list)
+    """Score only these contigs (empty: all); one the input lacks is an error."""
+    regions: str | None = None
+    """BED file (0-based, half-open): values only inside its intervals (with full context
+    around them); a contig the input lacks is an error."""
+    bigwig: bool = True
+    """Write tracks/<track>.<strand>.bw from the committed shards at the end of the run."""
+
+    def __post_init__(self) -> None:
+        _at_least("tracks.context", self.context, 1)
+        values = self.values
+        if not _is_set(values) or len(set(values)) != len(values):
+            raise ConfigError(f"tracks.values must list each value once, got {list(values)}")
+        if len(set(self.contigs)) != len(self.contigs):
+            raise ConfigError(f"tracks.contigs lists a contig twice: {list(self.contigs)}")
+
+
+@dataclass
 class ScoresConfig:
     compute: list[Score] = field(default_factory=list)
     """Zero-shot scores from the model's LM head, in the same pass as embed.layers (set
@@ -501,6 +554,7 @@ class Config:
     variants: VariantsConfig = field(default_factory=VariantsConfig)
     mutagenesis: MutagenesisConfig = field(default_factory=MutagenesisConfig)
     scores: ScoresConfig = field(default_factory=ScoresConfig)
+    tracks: TracksConfig = field(default_factory=TracksConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     log: LogConfig = field(default_factory=LogConfig)

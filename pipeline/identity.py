@@ -72,6 +72,7 @@ def fingerprint_fields(
         "regions": None,
         "variants": None,
         "mutagenesis": None,
+        "tracks": None,
     }
     # input.split_bases decides how the reading is shared out, not what is made.
     how = {"split_bases"}

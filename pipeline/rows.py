@@ -180,6 +180,11 @@ MUTAGENESIS_SCHEMA = schema(
 )
 MUTAGENESIS_MERGE_SCHEMA = schema(*MUTAGENESIS_SCHEMA.names, SEQUENCE_RC)
 
+# Tracks: a window's scored span on its strand (start, end), the window the model saw, and
+# where the span lies in the row's own sequence (from its 5' end).
+TRACK_LOCUS = (CHUNK_ID, SOURCE, SEQ_ID, START, END, STRAND, WINDOW_START, WINDOW_END)
+TRACK_SCHEMA = schema(*TRACK_LOCUS, SPAN_START, SPAN_END, SEQUENCE)
+
 # What the tokenize stage makes: packs.
 PACK_COLUMNS = (PACK_COLUMN, PACK_WINDOWS, PACK_TOKENS)
 
@@ -192,6 +197,7 @@ WRITE_SCHEMA = schema(*COMMIT_SCHEMA.names, STORAGE_RETRIES)
 # column per embedding, `embedding` by default; the manifest lists them).
 OUTPUT_COLUMNS = (CHUNK_ID, SOURCE, SEQ_ID, START, END, STRAND, N_TOKENS)
 REGION_COLUMNS = (*REGION_LOCUS, N_TOKENS)
+TRACK_COLUMNS = (*TRACK_LOCUS, N_TOKENS)
 # Variants: besides the scores (and kept embeddings).
 VARIANT_COLUMNS = (CHUNK_ID, SOURCE, SEQ_ID, POS, ID, REF, ALT, START, END, STRAND, N_TOKENS)
 

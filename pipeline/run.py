@@ -419,6 +419,8 @@ def _run(cfg: Config, echo: Echo) -> RunSummary:
             lease.check()  # still ours: no manifest over another driver's run
             # The output then holds exactly the manifest's rows, for readers of the directory.
             out.prune({posixpath.basename(s["path"]) for s in manifest["shards"]})
+            manifest.update(p.kind.finish(out, manifest))
+            lease.check()
             manifest["counts"]["storage_retries"] += failed_requests() - retried  # the driver's
             out.write_json(manifest, MANIFEST)
     finally:

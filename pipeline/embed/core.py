@@ -82,6 +82,9 @@ class TokenScores:
     """The window's `site`."""
     length: int = 0
     """The window's tokens."""
+    base: np.ndarray | None = None
+    """[m] each scored token's place in the alphabet (0-3: A, C, G, T; 4: N), -1 for any
+    other token."""
 
 
 Item = Sequence[Window]
@@ -165,6 +168,16 @@ class EngineCore:
     def head(self) -> DeviceHead | None:
         # Read once: the scores path asks for it per request.
         return DeviceHead.from_dict(self.spec.head) if self.spec.head is not None else None
+
+    @functools.cached_property
+    def _alphabet_places(self) -> np.ndarray:
+        """Token id -> its place in the head's alphabet (-1: none); ids past the table's
+        end are looked up at its last entry, which is -1."""
+        head = self.head
+        assert head is not None
+        lut = np.full(max(head.alphabet) + 2, -1, np.int64)
+        lut[list(head.alphabet)] = np.arange(len(head.alphabet))
+        return lut
 
     @property
     def scores(self) -> bool:
@@ -403,11 +416,7 @@ class EngineCore:
         has them: a token t of two windows with the same first t tokens has the same
         prediction; its own log-prob is that prediction's at its token. What no window has
         is computed again, uncached."""
-        head = self.head
-        assert head is not None
-        # Token id -> its place in the alphabet (-1: none; such a token cannot be filled).
-        lut = np.full(max(head.alphabet) + 2, -1, np.int64)
-        lut[list(head.alphabet)] = np.arange(len(head.alphabet))
+        lut = self._alphabet_places  # -1: a token outside it, which cannot be filled
         missing = []
         for group in self._groups(requests):
             for r in group:
@@ -470,6 +479,8 @@ class EngineCore:
                         lo = offset + rng[0] - a
                         block[lo : lo + len(got)] = got
                 alphabet = block[:, SCORE_FIXED:]
+                ids = np.asarray(window.ids[a:b])
+                lut = self._alphabet_places
                 per.append(
                     TokenScores(
                         a,
@@ -479,6 +490,7 @@ class EngineCore:
                         window.reverse,
                         window.site,
                         len(window.ids),
+                        lut[np.minimum(ids, len(lut) - 1)],
                     )
                 )
             out.append(per)

@@ -350,6 +350,11 @@ class Kind:
             )
         return out
 
+    def finish(self, out: Any, manifest: dict) -> dict:
+        """What the kind makes from the committed shards once all are in (the driver, before
+        the manifest, so a run stopped here does it again when resumed): manifest entries."""
+        return {}
+
     def header(self, first: str, what: str, columns: list[EmbeddingColumn]) -> tuple[str, str, str]:
         """(input, window shape, outputs) of the run's header line."""
         raise NotImplementedError

@@ -201,3 +201,164 @@ def iter_records(
             yield Record(seq_id, seq, index)
     if index < 0:
         raise InputError(f"{uri}: no FASTA/FASTQ records found")
+
+
+@dataclass(frozen=True)
+class Part:
+    """A record, or part of one (a record too long to hold at once): its bases from `offset`,
+    and the record's whole length where this part ends it (None: more follows)."""
+
+    seq_id: str
+    index: int
+    offset: int
+    sequence: str
+    length: int | None
+
+
+_BLOCK_BYTES = 1 << 20
+_WHITESPACE = b" \t\r\n\v\f"
+
+
+def iter_fasta_parts(
+    uri: str,
+    size: int,
+    step: int,
+    part_bases: int | None,
+    invalid_chars: str = "error",
+    ambiguity_codes: str = "to_n",
+    options: dict[str, Any] | None = None,
+    rna: str = "error",
+) -> Iterator[Part]:
+    """The records of one FASTA file, streamed: a record longer than `part_bases` comes in
+    parts, each holding the windows (of `size` every `step`) that start in it, so memory is
+    bounded by the part, not by the record or the file. Parts start at multiples of `step`
+    and overlap by the windows' overhang; every base is validated once, as it is read.
+    `part_bases=None`: whole records. Errors are iter_records' (file, record, position)."""
+    span = part_bases and max(step, part_bases // step * step)
+    overhang = max(0, size - step)
+    seen: set[str] = set()
+    index = -1
+    seq_id = ""
+    chunks: list[str] = []  # the buffered bases, from `cut` of the current record
+    held = 0  # bases in chunks
+    cut = 0  # where the buffer starts in the record
+    read = 0  # bases of the record read so far
+
+    def flush(final: bool) -> Iterator[Part]:
+        nonlocal chunks, held, cut
+        if final:
+            yield Part(seq_id, index, cut, "".join(chunks), read)
+            chunks, held, cut = [], 0, 0
+            return
+        # Hand on a part only when the record surely goes on a window past it: the final
+        # window (window.last=shift moves it left by up to a window), and the record's
+        # length, stay with the last part.
+        while span and held > span + overhang + size:
+            seq = "".join(chunks)
+            yield Part(seq_id, index, cut, seq[: span + overhang], None)
+            rest = seq[span:]
+            chunks, held, cut = [rest], len(rest), cut + span
+
+    def header(line: bytes) -> None:
+        nonlocal seq_id, index, read
+        title = line.decode("latin-1").rstrip()
+        index += 1
+        seq_id = title.split(None, 1)[0] if title.strip() else ""
+        if not seq_id:
+            raise InputError(f"{uri}: record {index} has an empty header")
+        if seq_id in seen:
+            raise InputError(f"{uri}: duplicate sequence id {seq_id!r} (record {index})")
+        seen.add(seq_id)
+        read = 0
+
+    def bases(raw: bytes) -> None:
+        nonlocal held, read
+        raw = raw.translate(None, _WHITESPACE)
+        if raw:
+            text = normalise(
+                raw.decode("latin-1"), seq_id, uri, invalid_chars, ambiguity_codes, rna, read
+            )
+            chunks.append(text)
+            held += len(text)
+            read += len(text)
+
+    with _decode_errors(uri), open_binary(uri, options) as f:
+        carry = b""  # an unfinished header line
+        at_line_start = True
+        while True:
+            block = f.read(_BLOCK_BYTES)
+            if not block:
+                break
+            block = carry + block
+            carry = b""
+            i = 0
+            while i < len(block):
+                if at_line_start and block[i : i + 1] == b">":
+                    nl = block.find(b"\n", i)
+                    if nl < 0:
+                        carry = block[i:]
+                        break
+                    if index >= 0:
+                        yield from flush(final=True)
+                    header(block[i + 1 : nl])
+                    i = nl + 1
+                    continue
+                nxt = block.find(b"\n>", i)
+                end = len(block) if nxt < 0 else nxt + 1
+                if index >= 0:  # text before the first header is not a record's
+                    bases(block[i:end])
+                    yield from flush(final=False)
+                at_line_start = block[end - 1 : end] == b"\n"
+                i = end
+        if carry:
+            header(carry[1:])
+        if index >= 0:
+            yield from flush(final=True)
+    if index < 0:
+        raise InputError(f"{uri}: no FASTA/FASTQ records found")
+
+
+def scan_contigs(uri: str, options: dict[str, Any] | None = None) -> list[tuple[str, int]]:
+    """(name, bases) of every record of a FASTA file, in file order, by one pass over its
+    bytes (no index): what a run over a whole genome must know before it starts (contig
+    sizes, duplicate names). Bases are the record's bytes less whitespace, unvalidated."""
+    out: list[tuple[str, int]] = []
+    count = 0
+    with _decode_errors(uri), open_binary(uri, options) as f:
+        carry = b""
+        at_line_start = True
+        while True:
+            block = f.read(_BLOCK_BYTES)
+            if not block:
+                break
+            block, carry = carry + block, b""
+            i = 0
+            while i < len(block):
+                if at_line_start and block[i : i + 1] == b">":
+                    nl = block.find(b"\n", i)
+                    if nl < 0:
+                        carry = block[i:]
+                        break
+                    if out:
+                        out[-1] = (out[-1][0], count)
+                    title = block[i + 1 : nl].decode("latin-1").strip()
+                    out.append((title.split(None, 1)[0] if title else "", 0))
+                    count = 0
+                    i = nl + 1
+                    continue
+                nxt = block.find(b"\n>", i)
+                end = len(block) if nxt < 0 else nxt + 1
+                if out:
+                    seg = block[i:end]
+                    count += len(seg) - sum(seg.count(c) for c in (b"\n", b"\r", b" ", b"\t"))
+                at_line_start = block[end - 1 : end] == b"\n"
+                i = end
+        if carry:
+            if out:
+                out[-1] = (out[-1][0], count)
+            title = carry[1:].decode("latin-1").strip()
+            out.append((title.split(None, 1)[0] if title else "", 0))
+            count = 0
+    if out:
+        out[-1] = (out[-1][0], count)
+    return out

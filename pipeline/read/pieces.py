@@ -203,6 +203,31 @@ def _index_lengths(
     return list(lengths.values())
 
 
+def current_index_lengths(
+    uri: str, storage_options: dict[str, Any] | None
+) -> list[tuple[str, int]] | None:
+    """(name, length) per record from the index beside a FASTA (.fai, and .gzi for bgzip)
+    when it is there and not older than the file; None otherwise (then: read it to know)."""
+    fs, path = get_fs(uri, storage_options)
+    if not fs.exists(path + ".fai"):
+        return None
+    try:
+        bgzf = check_compression(uri, path, fs.cat_file(path, start=0, end=18))
+    except InputError:
+        return None  # plain gzip: an index cannot be used
+    indexes = [".fai", ".gzi"] if bgzf else [".fai"]
+    if not fs.exists(path + indexes[-1]):
+        return None
+    mtime = getmtime_fsspec(path, fs)
+    if any(mtime and (getmtime_fsspec(path + sfx, fs) or 0) < mtime for sfx in indexes):
+        return None
+    ref = Reference(uri, storage_options)
+    try:
+        return list(ref.lengths().items())
+    finally:
+        ref.close()
+
+
 class IndexedFasta(Reference):
     """Reference's random access, and each record's header to check the index by."""
 

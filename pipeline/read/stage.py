@@ -10,7 +10,14 @@ import pyarrow as pa
 
 from pipeline.config import WindowConfig
 from pipeline.errors import InputError
-from pipeline.read.fastx import Skipped, iter_records, normalise
+from pipeline.read.fastx import (
+    Part,
+    Skipped,
+    iter_fasta_parts,
+    iter_records,
+    normalise,
+    sniff_format,
+)
 from pipeline.read.pieces import IndexedFasta, check_header, parts
 from pipeline.rows import ALLELE_SCHEMA, INTERVAL_SCHEMA, RECORD_SCHEMA, SOURCE
 from pipeline.stages import RaySpec, Stage, StatsSink, report_key
@@ -33,8 +40,11 @@ class ReadStage(Stage):
         max_batch_records: int = 8192,
         rna: str = "error",
         window: WindowConfig | None = None,
+        part_bases: int = 8 << 20,
     ):
         self.fmt = fmt
+        # A long FASTA record read whole (no index) is handed on in parts of this many bases.
+        self.part_bases = part_bases
         self.window = window  # the windows that pieces of an indexed FASTA are cut by
         self.rna = rna
         self.invalid_chars = invalid_chars
@@ -67,29 +77,28 @@ class ReadStage(Stage):
         records = bases = pending = 0
         skipped: list[dict] = []
         errors: list[dict] = []
-        items = iter_records(
-            uri,
-            self.fmt,
-            self.invalid_chars,
-            self.ambiguity_codes,
-            self.storage_options,
-            self.on_error,
-            self.rna,
-        )
         try:
-            for rec in items:
-                records += 1
-                if isinstance(rec, Skipped):
-                    skipped.append({"source": uri, "seq_id": rec.seq_id, "reason": rec.reason})
+            for part in self._parts(uri):
+                if isinstance(part, Skipped):
+                    records += 1
+                    skipped.append({"source": uri, "seq_id": part.seq_id, "reason": part.reason})
                     continue
-                rows["source"].append(uri)
-                rows["seq_id"].append(rec.seq_id)
-                rows["record_index"].append(rec.index)
-                rows["sequence"].append(rec.sequence)
-                rows["offset"].append(0)
-                rows["record_length"].append(len(rec.sequence))
-                bases += len(rec.sequence)
-                pending += len(rec.sequence)
+                if part.offset == 0:
+                    records += 1
+                if part.length is not None:
+                    bases += part.length
+                for k, v in (
+                    ("source", uri),
+                    ("seq_id", part.seq_id),
+                    ("record_index", part.index),
+                    ("sequence", part.sequence),
+                    ("offset", part.offset),
+                    # Null on a part that more of its record follows (its length is not known
+                    # yet): the window stage takes only the windows that lie in it.
+                    ("record_length", part.length),
+                ):
+                    rows[k].append(v)
+                pending += len(part.sequence)
                 if pending >= self.max_batch_bases or len(rows["seq_id"]) >= self.max_batch_records:
                     yield pa.Table.from_pydict(rows, schema=RECORD_SCHEMA)
                     rows = {k: [] for k in RECORD_SCHEMA.names}
@@ -122,6 +131,38 @@ class ReadStage(Stage):
                 "storage_retries": failed_requests() - retried,
             },
         )
+
+    def _parts(self, uri: str) -> Iterator[Part | Skipped]:
+        """A file's records; a long FASTA record in parts of about `part_bases` (bounded
+        memory), unless a decision about a whole record must wait for its end (a bad base
+        skips it under input.on_error=skip; window.n_policy=skip may keep no window of it)."""
+        w = self.window
+        whole = w is None or self.on_error == "skip" or w.n_policy == "skip"
+        if not whole and self.fmt != "fastq" and sniff_format(uri, self.storage_options) == "fasta":
+            yield from iter_fasta_parts(
+                uri,
+                w.size,
+                w.step,
+                self.part_bases,
+                self.invalid_chars,
+                self.ambiguity_codes,
+                self.storage_options,
+                self.rna,
+            )
+            return
+        for rec in iter_records(
+            uri,
+            self.fmt,
+            self.invalid_chars,
+            self.ambiguity_codes,
+            self.storage_options,
+            self.on_error,
+            self.rna,
+        ):
+            if isinstance(rec, Skipped):
+                yield rec
+            else:
+                yield Part(rec.seq_id, rec.index, 0, rec.sequence, len(rec.sequence))
 
     def read_piece(self, row: dict) -> Iterator[pa.Table]:
         """One piece of an indexed FASTA (pipeline/read/pieces.py): the bases of its windows

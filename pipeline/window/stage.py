@@ -55,6 +55,40 @@ class Rows:
         return table
 
 
+def skip_reason(length: int, c: WindowConfig) -> str | None:
+    """Why a record of `length` bases has no window, or None."""
+    if not length:
+        return "empty sequence"
+    if length < c.min_length:
+        return f"length {length} < window.min_length {c.min_length}"
+    if length < c.size and c.last == "drop":
+        return f"length {length} < window.size {c.size} with window.last=drop"
+    return None
+
+
+def part_spans(
+    offset: int, n: int, length: int | None, c: WindowConfig, counts: dict | None = None
+) -> list[tuple[int, int]]:
+    """The windows of a record that lie in its part [offset, offset + n): those of spans();
+    where the record's length is not known yet (more follows), its full windows there, which
+    spans() makes the same for any length past the part. The part that ends the record counts
+    the bases no window covers into `counts`."""
+    stop = offset + n
+    if length is None:
+        first = -(-offset // c.step) * c.step
+        return [(s, s + c.size) for s in range(first, stop - c.size + 1, c.step)]
+    all_spans = spans(length, c.size, c.step, c.last)
+    if counts is not None and stop == length and all_spans:
+        counts["bases_uncovered"] += length - all_spans[-1][1]
+    out = []
+    # Starts rise, and so do ends: the windows inside [offset, stop) are one run of them.
+    for start, end in all_spans[bisect_left(all_spans, (offset,)) :]:
+        if end > stop:
+            break
+        out.append((start, end))
+    return out
+
+
 class WindowStage(Stage):
     needs = (SOURCE, SEQ_ID, RECORD_INDEX, SEQUENCE)
     adds = (CHUNK_ID, START, END, STRAND)
@@ -76,11 +110,16 @@ class WindowStage(Stage):
         sources = batch.column("source").to_pylist()
         seq_ids = batch.column("seq_id").to_pylist()
         seqs = batch.column("sequence").to_pylist()
-        # Part of a record (a piece of an indexed FASTA): where it starts in the record, and
-        # the record's length; absent: whole records.
-        offsets, lengths = (
-            batch.column(k).to_pylist() if k in batch.column_names else [None] * batch.num_rows
-            for k in ("offset", "record_length")
+        # Part of a record (a piece of an indexed FASTA, or of a long record read whole):
+        # where it starts in the record, and the record's length (null: more of the record
+        # follows, its length not yet known); absent: whole records.
+        offsets = (
+            batch.column("offset").to_pylist() if "offset" in batch.column_names else None
+        ) or [0] * batch.num_rows
+        lengths = (
+            batch.column("record_length").to_pylist()
+            if "record_length" in batch.column_names
+            else [len(s) for s in seqs]
         )
         for source, seq_id, seq, offset, length in zip(
             sources, seq_ids, seqs, offsets, lengths, strict=True
@@ -111,32 +150,22 @@ class WindowStage(Stage):
         seq_id: str,
         seq: str,
         out: Rows,
-        offset: int = 0,
-        length: int | None = None,
+        offset: int,
+        length: int | None,
     ):
         """Windows of one record into `out` (yielding full batches); returns why the record
         was skipped, or None. Part of a record (`seq` starts at `offset` of a record `length`
-        long): the record's windows that lie in `seq`, which are those starting in its piece
-        (the reader reads exactly their span)."""
+        long, None: not known yet): the record's windows that lie in `seq`, which are those
+        starting in its part (the reader reads exactly their span)."""
         c = self.cfg
-        length = len(seq) if length is None else length
         whole = offset == 0 and len(seq) == length
-        if not length:
-            return "empty sequence"
-        if length < c.min_length:
-            return f"length {length} < window.min_length {c.min_length}"
-        all_spans = spans(length, c.size, c.step, c.last)
-        if not all_spans:
-            return f"length {length} < window.size {c.size} with window.last=drop"
-        if offset == 0:  # the record's first part counts what the record leaves uncovered
-            out.counts["bases_uncovered"] += length - all_spans[-1][1]
+        if length is not None:
+            reason = skip_reason(length, c)
+            if reason:
+                return reason
         strands = ("+", "-") if c.reverse_complement is True else ("+",)
         kept = 0
-        stop = offset + len(seq)
-        # Starts rise, and so do ends: the windows inside [offset, stop) are one run of them.
-        for start, end in all_spans[bisect_left(all_spans, (offset,)) :]:
-            if end > stop:
-                break
+        for start, end in part_spans(offset, len(seq), length, c, out.counts):
             if end - start < c.min_length:
                 out.counts["windows_dropped"] += 1
                 continue

@@ -90,6 +90,10 @@ class OutputDir:
     def file(self, *parts: str) -> str:
         return join(self.path, *parts)
 
+    def uri_of(self, *parts: str) -> str:
+        """A file of the output as a URI (with its protocol), for readers given options."""
+        return "/".join([self.uri.rstrip("/"), *parts])
+
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.file(*parts))
 
