@@ -77,6 +77,8 @@ class ReadStage(Stage):
         records = bases = pending = 0
         skipped: list[dict] = []
         errors: list[dict] = []
+        # A batch holds at most a part's worth of bases: what the task holds at once.
+        limit = min(self.max_batch_bases, self.part_bases or self.max_batch_bases)
         try:
             for part in self._parts(uri):
                 if isinstance(part, Skipped):
@@ -99,7 +101,7 @@ class ReadStage(Stage):
                 ):
                     rows[k].append(v)
                 pending += len(part.sequence)
-                if pending >= self.max_batch_bases or len(rows["seq_id"]) >= self.max_batch_records:
+                if pending >= limit or len(rows["seq_id"]) >= self.max_batch_records:
                     yield pa.Table.from_pydict(rows, schema=RECORD_SCHEMA)
                     rows = {k: [] for k in RECORD_SCHEMA.names}
                     pending = 0
