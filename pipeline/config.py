@@ -416,9 +416,7 @@ class TracksConfig:
     """Bases of left context every scored base has at least (windows of window.size overlap
     by this many; a contig's first bases have what exists). On the reverse strand: the
     bases to the right."""
-    values: list[TrackValue] = field(
-        default_factory=lambda: [TrackValue.logp, TrackValue.entropy]
-    )
+    values: list[TrackValue] = field(default_factory=lambda: [TrackValue.logp, TrackValue.entropy])
     """logp (log P of the reference base given its context) | entropy (over A, C, G, T, in
     nats) | probs (P of A, C, G, T: four tracks). A, C, G, T renormalised to sum to one for
     entropy and probs."""

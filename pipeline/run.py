@@ -326,7 +326,7 @@ def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
         },
         commits=committed.shards + commits,
         embeddings=p.kind.manifest_embeddings(p.columns),
-        strands=_strands(cfg),
+        strands=p.kind.manifest_strands() or _strands(cfg),
         kind=p.kind.name,
         coordinates=p.kind.coordinates,
         scores=p.kind.manifest_scores(p.columns),

@@ -143,6 +143,7 @@ def genome_run(ray_session, genome_gz, scoring_model, tmp_path_factory):
         *model_args(scoring_model),
         f"input.tracks={genome_gz}",
         "tracks.values=[logp,entropy,probs]",
+        "output.rows_per_shard=32",
         f"output={out}",
     ]
     lines: list[str] = []
@@ -167,7 +168,7 @@ def test_every_base_of_a_genome_once_per_strand_matching_hf(genome_run, sars, hf
     assert np.isnan(got["+"]["logp"]).sum() == 1 and np.isnan(got["+"]["logp"][0])
     assert np.isnan(got["-"]["logp"]).sum() == 1 and np.isnan(got["-"]["logp"][-1])
     m = read_manifest(str(out))
-    assert m["kind"] == "tracks"
+    assert (m["input"], m["strands"]) == ("tracks", "both")
     assert m["tracks"]["contigs"] == [[name, len(contig)]]
     assert {e["path"] for e in m["tracks"]["bigwig"]} == {
         f"tracks/{t}.{s}.bw"

@@ -328,6 +328,10 @@ class Kind:
 
         return [asdict(c) for c in columns]
 
+    def manifest_strands(self) -> str | None:
+        """The manifest's `strands` where the kind decides them (None: window's keys)."""
+        return None
+
     def manifest_scores(self, columns: list[EmbeddingColumn]) -> list[dict]:
         """Score columns: {column, embedding, metric} (embedding distances) or {column,
         score, statistic[, allele]} (the model's log-probabilities)."""

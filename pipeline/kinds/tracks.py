@@ -5,13 +5,14 @@ per strand; Parquet shards of windows' scored spans, and bigWig files assembled 
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import LastWindow, TrackStrands, TrackValue
+from pipeline.config import LastWindow, TrackValue
 from pipeline.errors import ConfigError, InputError
 from pipeline.kinds import DEFAULT_ROLE, Kind
 from pipeline.rows import SORT_KEYS, TRACK_COLUMNS, TRACK_SCHEMA
@@ -254,10 +255,11 @@ class Tracks(Kind):
                 keep[max(s, start) - start : min(e, end) - start] = True
         return keep
 
+    def manifest_strands(self) -> str | None:
+        return str(self.cfg.tracks.strands)
+
     def manifest_model_scores(self) -> list[dict]:
-        return [
-            {"column": v, "score": "track", "statistic": v} for v in self.score_columns()
-        ]
+        return [{"column": v, "score": "track", "statistic": v} for v in self.score_columns()]
 
     def finish(self, out: Any, manifest: dict) -> dict:
         """The manifest's `tracks`: the contigs, and the bigWigs, assembled from the
@@ -273,6 +275,7 @@ class Tracks(Kind):
         }
         if t.bigwig:
             shards = [out.uri_of(s["path"]) for s in manifest["shards"]]
+            t0 = time.perf_counter()
             entry["bigwig"] = write_bigwigs(
                 shards,
                 self.contigs(),
@@ -281,6 +284,7 @@ class Tracks(Kind):
                 self.cfg.output.path,
                 self.cfg.storage.options(),
             )
+            entry["bigwig_s"] = round(time.perf_counter() - t0, 2)
         return {"tracks": entry}
 
     def header(self, first: str, what: str, columns: list[EmbeddingColumn]) -> tuple[str, str, str]:
@@ -351,4 +355,6 @@ def _merged(ivs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def _some(lengths: dict[str, int]) -> str:
     names = list(lengths)
-    return ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return ", ".join(map(repr, names[:5])) + (
+        f" and {len(names) - 5} more" if len(names) > 5 else ""
+    )

@@ -47,9 +47,7 @@ def scored_spans(
     return {"+": forward, "-": reverse}
 
 
-def clip(
-    span: tuple[int, int], intervals: list[tuple[int, int]] | None
-) -> tuple[int, int] | None:
+def clip(span: tuple[int, int], intervals: list[tuple[int, int]] | None) -> tuple[int, int] | None:
     """The part of `span` from the first to the last base inside `intervals` (sorted, not
     overlapping); None: no base inside. No intervals: the span itself."""
     if intervals is None:

@@ -50,7 +50,9 @@ LEGACY = {"manifest.json": MANIFEST, "run.json": RUN, "config.yaml": CONFIG, "co
 LEGACY_LEASE = "lease.json"
 # What a run writes at the top of its output (shards/ and _commits/ hold part-* files).
 OWN_FILES = frozenset({MANIFEST, RUN, CONFIG, LEASE, *LEGACY, LEGACY_LEASE}) - {"commits"}
-OWN_DIRS = frozenset({SHARDS, COMMITS, "commits"})
+# tracks/: the bigWigs a tracks run assembles from its shards (pipeline/write/tracks.py).
+TRACKS = "tracks"
+OWN_DIRS = frozenset({SHARDS, COMMITS, "commits", TRACKS})
 
 
 @dataclass
@@ -222,6 +224,12 @@ class OutputDir:
                 name = posixpath.basename(path.rstrip("/"))
                 if _in_flight(name) or name.removesuffix(suffix) not in listed:
                     doomed.append(path)
+        if self.exists(TRACKS):  # bigWigs a killed assembly left half-written
+            doomed += [
+                p
+                for p in self.fs.ls(self.file(TRACKS), detail=False)
+                if _in_flight(posixpath.basename(p.rstrip("/")))
+            ]
         if doomed:
             self.fs.rm(doomed)
         return doomed
@@ -234,12 +242,13 @@ class OutputDir:
 
     def _run_files(self, path: str, sub: str) -> tuple[list[str], list[str]]:
         """(our files, anything else) directly under shards/ or _commits/."""
-        suffix = ".parquet" if sub == SHARDS else ".parquet.json"
+        suffix = {SHARDS: ".parquet", TRACKS: ".bw"}.get(sub, ".parquet.json")
+        prefix = "" if sub == TRACKS else SHARD_PREFIX
         ours, odd = [], []
         for e in self.fs.ls(path, detail=True):
             name = posixpath.basename(e["name"].rstrip("/"))
             if e["type"] != "directory" and (
-                (name.startswith(SHARD_PREFIX) and name.endswith(suffix)) or _in_flight(name)
+                (name.startswith(prefix) and name.endswith(suffix)) or _in_flight(name)
             ):
                 ours.append(e["name"])
             else:
