@@ -28,6 +28,8 @@
 #   scale               nvidia-h200-x2   7 min   Scale: the user's command, 1.2B, 320 Mbp,
 #                                                2 engines, against 2 x the bare engine (scale)
 #   serve               nvidia-h200      7 min   Serving (serving)
+#   tracks              nvidia-h200      8 min   Tracks: chr1's size in one gzip file, both
+#                                                strands, projected to GRCh38 (tracks)
 #   genome              nvidia-h200-x2   6 min   Whole genome and host side: human
 #                                                chromosomes through the CLI, one engine per
 #                                                GPU, projected to the genome on 8
@@ -332,6 +334,24 @@ case "$MODE" in
     grep -vE '^\s*$' "$SCORES_WORK.log" | tail -20
     cp "$SCORES_WORK.log" "$SCORES_WORK/log-scores.txt"
     (cd "$SCORES_WORK" && tar czf "$OUT/logs-scores.tar.gz" log-*.txt)
+    ;;
+  tracks)
+    # Figures: "Tracks" (benchmarks/questions/tracks.py): the user's command
+    #   (`input.tracks=chr1.fa.gz tracks.strands=both window.size=8192 tracks.context=1024`)
+    #   on a plain gzip FASTA of GRCh38 chr1's size (248,956,422 bases, random), scoring
+    #   TRACKS_MBP Mbp of it (tracks.regions; the read task still streams the whole file), every
+    #   process's memory sampled; then the engine core alone on the same windows. Projected to
+    #   GRCh38 on 1 and 8 H200.
+    # Machine: nvidia-h200. About 8 min (file and model ~1 min, start-up ~1 min, 40 Mbp x 2
+    #   strands at ~430k tok/s ~3.5 min, bigWigs, the core alone ~1 min).
+    # Writes: tracks.json, logs-tracks.tar.gz.
+    export TRACKS_WORK=$W/tracks CUDA_VISIBLE_DEVICES=0
+    timeout 560 python3 -m $Q.tracks --device cuda --model genos_1_2b --parts run,core \
+      --scored-mbp "${TRACKS_MBP:-40}" --timeout 420 ${TRACKS_ARGS:-} --out "$OUT" \
+      > "$W/tracks.log" 2>&1
+    grep -vE '^\s*$' "$W/tracks.log" | tail -30
+    cp "$W/tracks.log" "$TRACKS_WORK/log-tracks.txt"
+    (cd "$TRACKS_WORK" && tar czf "$OUT/logs-tracks.tar.gz" log-tracks.txt cli.log)
     ;;
   scale)
     # Figures: "Scale", the user's command at scale (benchmarks/questions/scale.py):

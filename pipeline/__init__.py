@@ -16,6 +16,7 @@ __all__ = [
     "compose",
     "duckdb_view",
     "load_embeddings",
+    "load_track",
     "read_bed",
     "read_manifest",
     "region",
@@ -50,6 +51,7 @@ _LAZY = {
     "region": "pipeline.load.loader",
     "shard_paths": "pipeline.load.loader",
     "to_numpy": "pipeline.load.loader",
+    "load_track": "pipeline.load.tracks",
     "EmbeddingDataset": "pipeline.load.torch_data",
     "EmbeddingIterableDataset": "pipeline.load.torch_data",
 }

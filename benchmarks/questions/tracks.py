@@ -46,7 +46,9 @@ from benchmarks.harness.workloads import HUMAN, write_fasta
 from benchmarks.questions.pressure import SMALL, RssSampler
 
 WORK = Path(os.environ.get("TRACKS_WORK", "/tmp/tracks-work"))
-N_RUN = 10_000  # workloads.write_fasta's N run at each record end
+def n_run(length: int) -> int:
+    """workloads.write_fasta's N run at each end of a record."""
+    return min(10_000, length // 50)
 GRCH38 = sum(HUMAN.values())
 
 
@@ -117,11 +119,12 @@ def run_part(args) -> dict:
     path = fasta(args.chromosome, length)
     out = WORK / "out-run"
     bed = None
-    scored = length - 2 * N_RUN
+    gap = n_run(length)
+    scored = length - 2 * gap
     if args.scored_mbp:
         scored = min(scored, int(args.scored_mbp * 1e6))
         bed = WORK / "scored.bed"
-        bed.write_text(f"{args.chromosome}\t{N_RUN}\t{N_RUN + scored}\n")
+        bed.write_text(f"{args.chromosome}\t{gap}\t{gap + scored}\n")
     got = run_cli(command(args, path, out, bed), args.timeout)
     if got["rc"]:
         return {"error": got}
@@ -212,7 +215,7 @@ def memory_part(args) -> list[dict]:
         length = int(m * args.base_mbp * 1e6)
         path = fasta("chr1", length, seed=int(m))
         bed = WORK / "one-window.bed"
-        bed.write_text(f"chr1\t{N_RUN}\t{N_RUN + 1000}\n")
+        bed.write_text(f"chr1\t{n_run(length)}\t{n_run(length) + 1000}\n")
         got = run_cli(command(args, path, WORK / "out-memory", bed), args.timeout)
         got.pop("launch")
         got.pop("cmd")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
+from bisect import bisect_left
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
@@ -250,9 +251,16 @@ class Tracks(Kind):
         if ivs is None:
             return None
         keep = np.zeros(end - start, bool)
-        for s, e in ivs.get(seq_id, []):
-            if s < end and e > start:
-                keep[max(s, start) - start : min(e, end) - start] = True
+        on = ivs.get(seq_id, [])
+        # Sorted and merged: the ones overlapping [start, end) are a run from the first
+        # that ends after start.
+        i = bisect_left(on, (start,))
+        if i and on[i - 1][1] > start:
+            i -= 1
+        for s, e in on[i:]:
+            if s >= end:
+                break
+            keep[max(s, start) - start : min(e, end) - start] = True
         return keep
 
     def manifest_strands(self) -> str | None:
