@@ -20,11 +20,12 @@ SELECT = {
     "tiles": ["input=x.fa"],
     "regions": ["input.reference=ref.fa", "input.regions=peaks.bed"],
     "variants": ["input.reference=ref.fa", "input.variants=calls.vcf.gz"],
+    "tracks": ["input.tracks=genome.fa.gz"],
 }
 
 
 def test_every_module_of_the_package_is_a_kind_with_its_own_input_key():
-    assert sorted(KINDS) == ["mutagenesis", "regions", "tiles", "variants"]
+    assert sorted(KINDS) == ["mutagenesis", "regions", "tiles", "tracks", "variants"]
     keys = [k.key for k in KINDS.values()]
     assert len(set(keys)) == len(keys)
     fields = InputConfig.__dataclass_fields__
@@ -36,8 +37,8 @@ def test_every_module_of_the_package_is_a_kind_with_its_own_input_key():
         have = {*kind.window_schema.names, N_TOKENS}
         assert set(kind.row_columns) <= have, kind.name
         assert {k for k, _ in kind.row_order} <= set(kind.row_columns), kind.name
-    with pytest.raises(ConfigError, match="unknown kind of input 'tracks'"):
-        get("tracks")
+    with pytest.raises(ConfigError, match="unknown kind of input 'genes'"):
+        get("genes")
 
 
 @pytest.mark.parametrize("name", sorted(SELECT))
@@ -48,7 +49,7 @@ def test_the_config_decides_the_kind_and_the_manifest_its_order(name):
     assert row_order({"input": name}) == kind.row_order
 
 
-@pytest.mark.parametrize("name", sorted(SELECT))
+@pytest.mark.parametrize("name", sorted(set(SELECT) - {"tracks"}))
 def test_written_rows_have_the_declared_schema(name):
     """What `written` builds from the core's columns is the schema the kind declares with no
     row at hand (what an empty run writes)."""
@@ -65,3 +66,26 @@ def test_written_rows_have_the_declared_schema(name):
     }
     out = kind.written(rows, columns, vectors, {})
     assert out.schema == schema
+
+
+def test_written_tracks_rows_have_the_declared_schema():
+    from pipeline.embed.core import TokenScores
+
+    cfg = to_config(compose([*BASE, *SELECT["tracks"], "tracks.values=[logp,probs,entropy]"]))
+    kind = kind_of(cfg)
+    schema = kind.schema([], (), 8)
+    n, m = 3, 5
+    base = {"start": [0, 10, 20], "end": [m, 10 + m, 20 + m], "strand": ["+", "-", "+"]}
+    rows = pa.table(
+        {c: pa.array(base.get(c, [None] * n), schema.field(c).type) for c in kind.row_columns}
+    )
+    rng = np.random.default_rng(0)
+    scores = [
+        [TokenScores(1, rng.normal(size=m), rng.normal(size=m), rng.normal(size=(m, 5)), base=b)]
+        for b in (np.array([0, 1, 2, 3, 4]),) * n
+    ]
+    out = kind.written(rows, [], {}, {}, {"": scores})
+    assert out.schema == schema
+    # N (place 4 in the alphabet) is a gap; probabilities sum to one elsewhere.
+    probs = np.asarray(out.column("probs")[0].as_py())
+    assert np.isnan(probs[4]).all() and np.allclose(probs[:4].sum(axis=1), 1)
