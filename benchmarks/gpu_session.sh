@@ -346,7 +346,7 @@ case "$MODE" in
     #   strands at ~430k tok/s ~3.5 min, bigWigs, the core alone ~1 min).
     # Writes: tracks.json, logs-tracks.tar.gz.
     export TRACKS_WORK=$W/tracks CUDA_VISIBLE_DEVICES=0
-    timeout 560 python3 -m $Q.tracks --device cuda --model genos_1_2b --parts run,core \
+    timeout "${TRACKS_LIMIT:-560}" python3 -m $Q.tracks --device cuda --model genos_1_2b --parts run,core \
       --scored-mbp "${TRACKS_MBP:-40}" --timeout 420 ${TRACKS_ARGS:-} --out "$OUT" \
       > "$W/tracks.log" 2>&1
     grep -vE '^\s*$' "$W/tracks.log" | tail -30
