@@ -171,6 +171,7 @@ def plan(cfg: Config) -> Plan:
         BATCH_ENGINE_ENV,
         scores=kind.scores_asked(),
         embeddings=kind.embeddings_asked(),
+        prefix_caching=kind.shares_prefixes,
     )
     storage = cfg.storage.options()
     found = find_inputs(kind.paths(), storage)
@@ -242,7 +243,7 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
             metadata,
             cfg.output.compression,
             cfg.storage.options(),
-            cfg.output.rows_per_shard,
+            p.kind.rows_per_shard(cfg.output.rows_per_shard),
             embed.adds,
             embed.row_columns,
             p.kind.row_order,

@@ -293,8 +293,9 @@ class EngineCore:
 
     @property
     def shares_prefixes(self) -> bool:
-        """The engine caches prefixes: it scores alone (no pooling needs every state)."""
-        return self.scores and not self.head.layers
+        """The engine caches prefixes: it scores alone (no pooling needs every state) windows
+        that share them."""
+        return self.scores and not self.head.layers and self.spec.prefix_caching
 
     def _encode(
         self, requests: _Requests

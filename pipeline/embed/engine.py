@@ -48,7 +48,8 @@ OWNED_KEYS = {
     # Each window runs in one step (its pooling and scores need all of it); prefix caching
     # is ours to set: on only where no output needs every token's state (scores alone).
     "enable_chunked_prefill": "(each window runs in one engine step)",
-    "enable_prefix_caching": "(on when a run computes scores alone: embed.layers=[])",
+    "enable_prefix_caching": "(on when a run computes scores alone, embed.layers=[], of windows "
+    "that share prefixes)",
 }
 
 # Engine kwargs that change embeddings, allowed but recorded in the model fingerprint.
@@ -93,6 +94,9 @@ class EngineSpec:
     seed: int = 0
     trust_remote_code: bool = False
     quantization: str | None = None
+    prefix_caching: bool = True
+    """Scores alone: cache prefixes that windows share (a variant's alternates share their
+    reference's); off where none are shared (tracks), so no block is hashed for nothing."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=lambda: dict(BATCH_ENGINE_ENV))
     """The engine's environment (engine_env): set in its process before vLLM is imported."""
@@ -106,6 +110,7 @@ class EngineSpec:
         engine_kwargs: dict[str, Any],
         head: DeviceHead | None = None,
         base_env: dict[str, str] = BATCH_ENGINE_ENV,
+        prefix_caching: bool = True,
     ) -> EngineSpec:
         """The engine of a run or of the service; `device` stays as configured until the
         cluster is known. `head`: what our model class computes, or None for vLLM's own
@@ -128,6 +133,7 @@ class EngineSpec:
             seed=e.seed,
             trust_remote_code=m.trust_remote_code,
             quantization=str(m.quantization) if m.quantization else None,
+            prefix_caching=prefix_caching,
             engine_kwargs=engine_kwargs,
             env=engine_env(e.env_vars, base_env),
         )
@@ -182,7 +188,7 @@ def engine_kwargs(spec: EngineSpec) -> dict[str, Any]:
             # Scores alone: a variant's alternates reuse its reference's cached prefix
             # (pipeline/embed/core.py fills the skipped states); no chunked prefill, so each
             # window is computed in one step.
-            kwargs.update(enable_prefix_caching=True, enable_chunked_prefill=False)
+            kwargs.update(enable_prefix_caching=spec.prefix_caching, enable_chunked_prefill=False)
         else:
             kwargs["enable_prefix_caching"] = False
         kwargs["hf_overrides"] = {

@@ -51,11 +51,13 @@ def plan_engine(
     base_env: dict[str, str],
     scores: bool = False,
     embeddings: bool = True,
+    prefix_caching: bool = True,
 ) -> EnginePlan:
     """The engine of `cfg` (a run's or the service's config). `spans`: rows pool over a part
     of their window or want per-token states, which only our model does; `base_env`: the
     entry point's engine variables (pipeline/embed/engine.py); `scores`: the LM head runs
-    too; `embeddings`: embed.layers x embed.poolings are computed (not with scores alone)."""
+    too; `embeddings`: embed.layers x embed.poolings are computed (not with scores alone);
+    `prefix_caching`: scores alone share prefixes worth caching."""
     check_engine_kwargs(cfg.model.engine_kwargs, "model.engine_kwargs")
     check_engine_kwargs(cfg.embed.engine_kwargs)
     engine_kwargs = {**cfg.model.engine_kwargs, **cfg.embed.engine_kwargs}
@@ -73,7 +75,9 @@ def plan_engine(
         alphabet=score_alphabet(cfg, model_path, tokenizer, layout) if scores else (),
         embeddings=embeddings,
     )
-    spec = EngineSpec.from_config(cfg, model_path, tok_spec.path, engine_kwargs, head, base_env)
+    spec = EngineSpec.from_config(
+        cfg, model_path, tok_spec.path, engine_kwargs, head, base_env, prefix_caching
+    )
     return EnginePlan(spec, columns, tokenizer, layout[2], engine_kwargs)
 
 

@@ -83,6 +83,8 @@ class Kind:
     """scores=[llr] applies: each row has a reference and an alternate window."""
     scores_only: ClassVar[bool] = False
     """Its rows are scores alone (no embeddings)."""
+    shares_prefixes: ClassVar[bool] = True
+    """Scored alone, its windows share prefixes (the engine caches them)."""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -136,6 +138,10 @@ class Kind:
 
     def per_token_scores(self) -> bool:
         return self.cfg.scores.per_token
+
+    def rows_per_shard(self, asked: int) -> int:
+        """Rows per shard (output.rows_per_shard, or fewer where the kind's rows are large)."""
+        return asked
 
     def paths(self) -> Any:
         return getattr(self.cfg.input, self.key)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 # A '-' row's A, C, G, T are the forward strand's T, G, C, A.
 _COMPLEMENT = [3, 2, 1, 0]
 VALUE_TYPE = pa.large_list(pa.float32())
+SHARD_VALUE_BYTES = 64 << 20
 PROBS_TYPE = pa.large_list(pa.list_(pa.float32(), 4))
 
 
@@ -38,6 +39,8 @@ class Tracks(Kind):
     whole = "is read whole (or in pieces, indexed)"
     per_token = False
     scores_only = True
+    # Windows of a genome overlap at their ends, never at their starts.
+    shares_prefixes = False
     row_columns = TRACK_COLUMNS
     window_schema = TRACK_SCHEMA
     row_order = SORT_KEYS
@@ -80,6 +83,14 @@ class Tracks(Kind):
 
     def spans(self) -> bool:
         return True
+
+    def rows_per_shard(self, asked: int) -> int:
+        """At most SHARD_VALUE_BYTES of values a shard: a row holds window.size - context
+        values of each track (what the write task holds at once)."""
+        w = self.window()
+        floats = sum(4 if v == TrackValue.probs else 1 for v in self.cfg.tracks.values)
+        per_row = w.step * 4 * floats
+        return max(1, min(asked, SHARD_VALUE_BYTES // per_row))
 
     def window(self) -> WindowConfig:
         """The windows: window.size every size - context bases, the last one short."""
