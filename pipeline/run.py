@@ -273,6 +273,9 @@ def place_engines(p: Plan) -> str:
     return f"{placed}, packs of up to {p.pack_tokens:,} tokens"
 
 
+BLOCK_BYTES = 32 << 20
+
+
 def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
     """Run the dataset to its end; the manifest of everything committed, checked."""
     import ray
@@ -284,6 +287,10 @@ def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
     # A stage's own error reaches the driver as itself (Ray Data would wrap a batch function's
     # in a UserCodeException that loses it on the way), so the user sees our message.
     ctx.raise_original_map_exception = True
+    # Ray Data gathers what a fused task's stages yield into blocks of up to this size before
+    # the next stage sees them: a read task holds that much of its file at once (and a copy),
+    # so it is kept near the read stage's own batches (ReadStage.part_bases).
+    ctx.target_max_block_size = min(ctx.target_max_block_size or BLOCK_BYTES, BLOCK_BYTES)
     stats_actor = (
         ray.remote(RunStats).options(num_cpus=0, scheduling_strategy=on_this_node()).remote()
     )
