@@ -119,6 +119,28 @@ def run_cli(cmd: list[str], timeout: float) -> dict:
     }
 
 
+def projection(f: dict, engines: int, scored: int) -> dict:
+    """GRCh38, both strands, at the run's tokens per base and steady rate per engine, on 1
+    and 8 engines; plus start-up and the bigWigs at the run's seconds per scored base (they
+    are written after the engines, one process per file)."""
+    per_engine = f["steady_tok_s"] / engines
+    per_base = f["tokens_per_base"] * 2
+    bigwig = (f["bigwig_s"] or 0) * GRCH38 / scored
+    out = {
+        "bases": GRCH38,
+        "tokens_per_base_both_strands": per_base,
+        "steady_tok_s_per_engine": round(per_engine),
+        "bigwig_s": round(bigwig),
+    }
+    for n in (1, 8):
+        engine = GRCH38 * per_base / (per_engine * n)
+        out[f"grch38_on_{n}_engine_s"] = round(engine)
+        out[f"grch38_on_{n}_s"] = round(engine + (f["startup_s"] or 0) + bigwig)
+    out["grch38_on_1_h"] = round(out["grch38_on_1_s"] / 3600, 2)
+    out["grch38_on_8_min"] = round(out["grch38_on_8_s"] / 60, 1)
+    return out
+
+
 def run_part(args) -> dict:
     length = args.length or HUMAN[args.chromosome]
     path = fasta(args.chromosome, length)
@@ -151,23 +173,7 @@ def run_part(args) -> dict:
         "bigwig_s": m["tracks"].get("bigwig_s"),
         "bigwig_mb": round(sum(b.stat().st_size for b in (out / "tracks").iterdir()) / 1e6, 1),
     }
-    per_engine = f["steady_tok_s"] / args.engines
-    per_base = f["tokens_per_base"] * strands  # both strands
-    # The bigWigs are written after the engines, one process per file, at the run's rate.
-    bigwig = (f["bigwig_s"] or 0) * GRCH38 / scored
-    proj = {"bigwig_s": round(bigwig)}
-    for n in (1, 8):
-        engine = GRCH38 * per_base / (per_engine * n)
-        proj[f"grch38_on_{n}_engine_s"] = round(engine)
-        proj[f"grch38_on_{n}_s"] = round(engine + (f["startup_s"] or 0) + bigwig)
-    f["projection"] = {
-        "bases": GRCH38,
-        "tokens_per_base_both_strands": per_base,
-        "steady_tok_s_per_engine": round(per_engine),
-        **proj,
-        "grch38_on_1_h": round(proj["grch38_on_1_s"] / 3600, 2),
-        "grch38_on_8_min": round(proj["grch38_on_8_s"] / 60, 1),
-    }
+    f["projection"] = projection(f, args.engines, scored)
     return {"command": " ".join(got.pop("cmd")), "run": got, "figures": f}
 
 
