@@ -86,5 +86,9 @@ class WriteStage(Stage):
         out.write_bytes(data, SHARDS, name)
         # The commit record follows the shard: a shard without one is not part of the run.
         out.write_json({**commit, "fingerprint": self.fingerprint}, COMMITS, f"{name}.json")
+        del table, buf, data
+        # Arrow's allocator keeps what a shard's columns held for the next one; a write task
+        # runs shard after shard, so give it back.
+        pa.default_memory_pool().release_unused()
         row = {**commit, "storage_retries": failed_requests() - retried}
         return pa.Table.from_pylist([row], schema=WRITE_SCHEMA)
