@@ -467,7 +467,7 @@ case "$MODE" in
     echo "usage: bash benchmarks/gpu_session.sh MODE, one of: prep engine-vs-pipeline" \
       "raydata-llm hf-fidelity moe-kernel moe-tiles mfu-knobs ray-jobs scaling" \
       "layers-1_2b layers-10b loci-1_2b loci-10b scores scale startup-1_2b startup-10b tp2" \
-      "serve genome" >&2
+      "serve genome tracks" >&2
     exit 2
     ;;
 esac

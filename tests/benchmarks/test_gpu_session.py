@@ -13,7 +13,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_session.sh"
 MODES = [
     "prep", "engine-vs-pipeline", "raydata-llm", "hf-fidelity", "moe-kernel", "moe-tiles",
     "mfu-knobs", "ray-jobs", "scaling", "layers-1_2b", "layers-10b", "loci-1_2b", "loci-10b",
-    "scale", "startup-1_2b", "startup-10b", "tp2", "serve", "genome", "scores",
+    "scale", "startup-1_2b", "startup-10b", "tp2", "serve", "genome", "scores", "tracks",
 ]  # fmt: skip
 
 
