@@ -283,35 +283,14 @@ def iter_fasta_parts(
             read += len(text)
 
     with _decode_errors(uri), open_binary(uri, options) as f:
-        carry = b""  # an unfinished header line
-        at_line_start = True
-        while True:
-            block = f.read(_BLOCK_BYTES)
-            if not block:
-                break
-            block = carry + block
-            carry = b""
-            i = 0
-            while i < len(block):
-                if at_line_start and block[i : i + 1] == b">":
-                    nl = block.find(b"\n", i)
-                    if nl < 0:
-                        carry = block[i:]
-                        break
-                    if index >= 0:
-                        yield from flush(final=True)
-                    header(block[i + 1 : nl])
-                    i = nl + 1
-                    continue
-                nxt = block.find(b"\n>", i)
-                end = len(block) if nxt < 0 else nxt + 1
-                if index >= 0:  # text before the first header is not a record's
-                    bases(block[i:end])
-                    yield from flush(final=False)
-                at_line_start = block[end - 1 : end] == b"\n"
-                i = end
-        if carry:
-            header(carry[1:])
+        for is_header, raw in _segments(f):
+            if is_header:
+                if index >= 0:
+                    yield from flush(final=True)
+                header(raw)
+            elif index >= 0:  # text before the first header is not a record's
+                bases(raw)
+                yield from flush(final=False)
         if index >= 0:
             yield from flush(final=True)
     if index < 0:
@@ -322,43 +301,41 @@ def scan_contigs(uri: str, options: dict[str, Any] | None = None) -> list[tuple[
     """(name, bases) of every record of a FASTA file, in file order, by one pass over its
     bytes (no index): what a run over a whole genome must know before it starts (contig
     sizes, duplicate names). Bases are the record's bytes less whitespace, unvalidated."""
-    out: list[tuple[str, int]] = []
-    count = 0
+    out: list[list] = []
     with _decode_errors(uri), open_binary(uri, options) as f:
-        carry = b""
-        at_line_start = True
-        while True:
-            block = f.read(_BLOCK_BYTES)
-            if not block:
-                break
-            block, carry = carry + block, b""
-            i = 0
-            while i < len(block):
-                if at_line_start and block[i : i + 1] == b">":
-                    nl = block.find(b"\n", i)
-                    if nl < 0:
-                        carry = block[i:]
-                        break
-                    if out:
-                        out[-1] = (out[-1][0], count)
-                    title = block[i + 1 : nl].decode("latin-1").strip()
-                    out.append((title.split(None, 1)[0] if title else "", 0))
-                    count = 0
-                    i = nl + 1
-                    continue
-                nxt = block.find(b"\n>", i)
-                end = len(block) if nxt < 0 else nxt + 1
-                if out:
-                    seg = block[i:end]
-                    count += len(seg) - sum(seg.count(c) for c in (b"\n", b"\r", b" ", b"\t"))
-                at_line_start = block[end - 1 : end] == b"\n"
-                i = end
-        if carry:
-            if out:
-                out[-1] = (out[-1][0], count)
-            title = carry[1:].decode("latin-1").strip()
-            out.append((title.split(None, 1)[0] if title else "", 0))
-            count = 0
-    if out:
-        out[-1] = (out[-1][0], count)
-    return out
+        for is_header, raw in _segments(f):
+            if is_header:
+                title = raw.decode("latin-1").strip()
+                out.append([title.split(None, 1)[0] if title else "", 0])
+            elif out:
+                out[-1][1] += len(raw) - sum(raw.count(c) for c in (b"\n", b"\r", b" ", b"\t"))
+    return [(name, n) for name, n in out]
+
+
+def _segments(f: io.BufferedIOBase) -> Iterator[tuple[bool, bytes]]:
+    """A FASTA stream in file order, one block at a time: (True, a header line's text after
+    its '>', without the line end) or (False, bytes between headers, line ends included)."""
+    carry = b""  # an unfinished header line
+    at_line_start = True
+    while True:
+        block = f.read(_BLOCK_BYTES)
+        if not block:
+            break
+        block, carry = carry + block, b""
+        i = 0
+        while i < len(block):
+            if at_line_start and block[i : i + 1] == b">":
+                nl = block.find(b"\n", i)
+                if nl < 0:
+                    carry = block[i:]
+                    break
+                yield True, block[i + 1 : nl]
+                i = nl + 1
+                continue
+            nxt = block.find(b"\n>", i)
+            end = len(block) if nxt < 0 else nxt + 1
+            yield False, block[i:end]
+            at_line_start = block[end - 1 : end] == b"\n"
+            i = end
+    if carry:
+        yield True, carry[1:]
