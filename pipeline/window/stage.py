@@ -102,11 +102,15 @@ class WindowStage(Stage):
 
     def columns_out(self, columns_in: tuple[str, ...]) -> tuple[str, ...]:
         # Window rows replace the record rows.
-        return tuple((MERGE_SCHEMA if self.cfg.merge_strands else WINDOW_SCHEMA).names)
+        return tuple(self._rows().schema.names)
+
+    def _rows(self) -> Rows:
+        """The window rows of one input batch, to be gathered."""
+        return Rows(MERGE_SCHEMA if self.cfg.merge_strands else WINDOW_SCHEMA)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         self.check_columns(batch)
-        out = Rows(MERGE_SCHEMA if self.cfg.merge_strands else WINDOW_SCHEMA)
+        out = self._rows()
         sources = batch.column("source").to_pylist()
         seq_ids = batch.column("seq_id").to_pylist()
         seqs = batch.column("sequence").to_pylist()

@@ -13,16 +13,9 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Iterator
-
-import pyarrow as pa
 
 from pipeline.config import WindowConfig
 from pipeline.rows import (
-    RECORD_INDEX,
-    SEQ_ID,
-    SEQUENCE,
-    SOURCE,
     SPAN_END,
     SPAN_START,
     STRAND,
@@ -30,8 +23,8 @@ from pipeline.rows import (
     WINDOW_END,
     WINDOW_START,
 )
-from pipeline.stages import Stage, StatsSink, report_key
-from pipeline.window.stage import Rows, part_spans, skip_reason
+from pipeline.stages import StatsSink
+from pipeline.window.stage import Rows, WindowStage, part_spans, skip_reason
 from pipeline.window.windows import chunk_id, reverse_complement
 
 _ACGT = re.compile("[ACGT]")
@@ -65,8 +58,10 @@ def clip(span: tuple[int, int], intervals: list[tuple[int, int]] | None) -> tupl
     return None if lo is None else (lo, hi)
 
 
-class TrackWindowStage(Stage):
-    needs = (SOURCE, SEQ_ID, RECORD_INDEX, SEQUENCE)
+class TrackWindowStage(WindowStage):
+    """WindowStage with windows of its own: a scored span per strand, limited to contigs
+    and intervals."""
+
     adds = (
         "chunk_id",
         "start",
@@ -88,52 +83,25 @@ class TrackWindowStage(Stage):
         intervals: dict[str, list[tuple[int, int]]] | None = None,
         stats: StatsSink | None = None,
     ):
-        self.cfg = cfg  # size, and step = size - context
+        super().__init__(cfg, model_key, stats)  # cfg: size, and step = size - context
         self.context = context
         self.strands = strands
-        self.model_key = model_key
         self.contigs = contigs
         self.intervals = intervals
-        self.stats = stats or StatsSink()
 
-    def columns_out(self, columns_in: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(TRACK_SCHEMA.names)
-
-    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
-        self.check_columns(batch)
+    def _rows(self) -> Rows:
         out = Rows(TRACK_SCHEMA)
         out.counts["track_bases"] = 0
-        cols = {
-            k: batch.column(k).to_pylist()
-            for k in ("source", "seq_id", "sequence", "offset", "record_length")
-        }
-        for source, seq_id, seq, offset, length in zip(*cols.values(), strict=True):
-            reason = yield from self._record(source, seq_id, seq, offset, length, out)
-            if reason is not None:
-                out.skipped.append({"source": source, "seq_id": seq_id, "reason": reason})
-        if len(out):
-            yield out.emit()
-        if batch.num_rows:
-            first = batch.column(RECORD_INDEX)[0].as_py()
-            part = [cols["offset"][0]] if cols["offset"][0] else []
-            self.stats.put(
-                report_key("window", cols["source"][0], first, *part),
-                {
-                    **out.counts,
-                    "records_windowed": batch.num_rows,
-                    "records_skipped": len(out.skipped),
-                    "skipped": out.skipped,
-                },
-            )
+        return out
 
     def _record(
         self,
         source: str,
         seq_id: str,
         seq: str,
+        out: Rows,
         offset: int,
         length: int | None,
-        out: Rows,
     ):
         """The windows of one record (or part) into `out`; returns why it was skipped."""
         c = self.cfg
