@@ -8,8 +8,10 @@ from pipeline.kinds import Kind
 from pipeline.rows import OUTPUT_COLUMNS, SORT_KEYS, WINDOW_SCHEMA
 
 if TYPE_CHECKING:
+    from pipeline.config import Config, WindowConfig
     from pipeline.embed.outputs import EmbeddingColumn
     from pipeline.read.sources import Source
+    from pipeline.read.stage import ReadStage
     from pipeline.stages import Stage, StatsSink
 
 
@@ -36,21 +38,10 @@ class Tiles(Kind):
         return sum(file_bases(s, str(self.cfg.input.format)) for s in sources)
 
     def read_stages(self, model_key: str, stats: StatsSink) -> list[Stage]:
-        from pipeline.read.stage import ReadStage
         from pipeline.window.stage import WindowStage
 
-        i, storage = self.cfg.input, self.cfg.storage.options()
         return [
-            ReadStage(
-                i.format,
-                i.invalid_chars,
-                i.ambiguity_codes,
-                i.on_error,
-                storage,
-                stats,
-                rna=i.rna,
-                window=self.cfg.window,
-            ),
+            read_stage(self.cfg, stats, self.cfg.window),
             WindowStage(self.cfg.window, model_key, stats),
         ]
 
@@ -63,3 +54,22 @@ class Tiles(Kind):
     def header(self, first: str, what: str, columns: list[EmbeddingColumn]) -> tuple[str, str, str]:
         w = self.cfg.window
         return first, f"window {w.size} every {w.step}", what
+
+
+def read_stage(cfg: Config, stats: StatsSink, window: WindowConfig) -> ReadStage:
+    """The read stage of FASTA/FASTQ files (input.*'s rules) whose records are cut into
+    `window`s: pieces of an indexed file, and long records read in parts, end where those
+    windows do."""
+    from pipeline.read.stage import ReadStage
+
+    i = cfg.input
+    return ReadStage(
+        i.format,
+        i.invalid_chars,
+        i.ambiguity_codes,
+        i.on_error,
+        cfg.storage.options(),
+        stats,
+        rna=i.rna,
+        window=window,
+    )

@@ -121,22 +121,13 @@ class Tracks(Kind):
         return int(bases * w.size / w.step) * len(self.strands())
 
     def read_stages(self, model_key: str, stats: StatsSink) -> list[Stage]:
-        from pipeline.read.stage import ReadStage
+        from pipeline.kinds.tiles import read_stage
         from pipeline.window.tracks import TrackWindowStage
 
-        cfg, i, storage = self.cfg, self.cfg.input, self.cfg.storage.options()
+        cfg = self.cfg
         contigs = frozenset(cfg.tracks.contigs) if cfg.tracks.contigs else None
         return [
-            ReadStage(
-                i.format,
-                i.invalid_chars,
-                i.ambiguity_codes,
-                i.on_error,
-                storage,
-                stats,
-                rna=i.rna,
-                window=self.window(),
-            ),
+            read_stage(cfg, stats, self.window()),
             TrackWindowStage(
                 self.window(),
                 cfg.tracks.context,
