@@ -103,11 +103,6 @@ class Tracks(Kind):
 
     # ---- the plan ----
 
-    def check_fits(self, tokenizer) -> None:
-        from pipeline.tokenize.tokenizer import check_window_fits
-
-        check_window_fits(tokenizer, self.cfg.window.size, self.cfg.model.max_model_len)
-
     def items(self, sources: list[Source], storage: dict) -> list[dict]:
         from pipeline.read.pieces import plan_pieces
 
