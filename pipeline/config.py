@@ -337,6 +337,11 @@ class EmbedConfig:
     what is computed are refused, naming the config key to use instead."""
     env_vars: dict[str, str] = field(default_factory=dict)
     """Environment of the engine actors, e.g. {VLLM_ATTENTION_BACKEND: FLASH_ATTN}."""
+    engines: str = "own"
+    """own: the run starts its engines (embed.num_actors) | serve:NAME: the run uses the warm
+    engines of the dnaembed-serve deployment NAME (its serve.name, or model.name) on the
+    same Ray cluster (ray.address=auto), through Ray's handles; the model, head and
+    sequence rules must be the deployment's."""
 
     def __post_init__(self) -> None:
         for key in ("layers", "poolings"):
@@ -354,6 +359,21 @@ class EmbedConfig:
             _at_least(f"embed.{key}", getattr(self, key), 1)
         _at_least("embed.max_restarts", self.max_restarts, 0)
         _within("embed.gpu_memory_utilization", self.gpu_memory_utilization, 0, 1, True)
+        if _is_set(self.engines):
+            engines_source(self.engines)
+
+
+def engines_source(value: str) -> str | None:
+    """embed.engines: None for the run's own engines, else the deployment's name."""
+    if value == "own":
+        return None
+    kind, _, name = str(value).partition(":")
+    if kind != "serve" or not name:
+        raise ConfigError(
+            f"embed.engines must be 'own' or 'serve:NAME' (a dnaembed-serve deployment), "
+            f"got {value!r}"
+        )
+    return name
 
 
 @dataclass
@@ -556,6 +576,10 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    plan: bool = False
+    """Print what the run would do (windows, tokens, packs, engine time, GPU-hours from the
+    shipped rate table) and exit: reads only file sizes, indexes and BED/VCF lines, starts
+    no engine and writes nothing."""
 
 
 @dataclass
@@ -597,6 +621,10 @@ class ServeConfig:
     """Add each request's sequences to its log line (debugging only: genomes are private)."""
     shutdown_timeout_s: float = 30.0
     """On SIGTERM/SIGINT: how long requests in flight may take to finish."""
+    spans: bool = False
+    """Run dnaembed's engine model even for the default head (layer -1, mean): it pools over
+    any part of a sequence, which batch runs of regions (input.regions) and per-token output
+    need from these engines (embed.engines=serve:NAME). Off: vLLM's own pooler."""
 
     def __post_init__(self) -> None:
         _within("serve.port", self.port, 1, 65535)
@@ -621,7 +649,7 @@ class ServiceConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
 
-GROUPS = tuple(f.name for f in fields(Config))
+GROUPS = tuple(f.name for f in fields(Config) if f.name != "plan")  # plan: a flag, no group
 
 
 def validate(cfg: Config) -> Config:
@@ -638,6 +666,13 @@ def validate(cfg: Config) -> Config:
     if w.min_length > w.size:
         raise ConfigError(
             f"window.min_length must be between 1 and window.size, got {w.min_length}"
+        )
+    name = engines_source(cfg.embed.engines)
+    if name is not None and cfg.ray.address is None and not cfg.plan:
+        raise ConfigError(
+            f"embed.engines=serve:{name} uses a deployment's engines on its Ray cluster, and "
+            "ray.address is null (a new local Ray for this run): join the cluster with "
+            "ray=cluster (ray.address=auto) or ray.address=ADDRESS"
         )
     return cfg
 

@@ -169,7 +169,8 @@ class ProgressReporter:
     line every `interval_s` otherwise.
 
     Windows are known once every input has been read and windowed; until then the total
-    shows as "?" and there is no ETA.
+    shows as "?" and there is no ETA. Until the first window is embedded, the line says what
+    the `engines` wait for as they start.
     """
 
     def __init__(
@@ -180,9 +181,11 @@ class ProgressReporter:
         interval_s: float = 30.0,
         echo: Callable[[str], Any] = print,
         stream: TextIO | None = None,
+        engines: int = 1,
     ):
         self.poll = poll
         self.inputs = inputs
+        self.engines = engines
         self.stream = stream or sys.stderr
         if mode == Progress.auto:
             mode = Progress.bar if self.stream.isatty() else Progress.lines
@@ -194,7 +197,33 @@ class ProgressReporter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def starting(self, c: dict, now: float) -> str | None:
+        """While no window is embedded and an engine is not ready: what the engines wait for,
+        e.g. "starting 2 engines: importing vLLM (1), loading weights (1)"."""
+        phases = c.get("engine_phases")
+        if phases is None or c["windows_embedded"] or (
+            len(phases) >= self.engines and all(p == "ready" for p in phases.values())
+        ):
+            return None
+        waiting = list(phases.values()) + ["waiting for its process"] * max(
+            0, self.engines - len(phases)
+        )
+        counts: dict[str, int] = {}
+        for p in waiting:
+            counts[p] = counts.get(p, 0) + 1
+        what = ", ".join(
+            p if len(counts) == 1 and self.engines == 1 else f"{p} ({n})" for p, n in counts.items()
+        )
+        n = self.engines
+        return (
+            f"dnaembed: starting {n} engine{'s' if n != 1 else ''}: {what}; "
+            f"{c['windows']:,} windows made, elapsed {_duration(now - self.t0)}"
+        )
+
     def line(self, c: dict, now: float) -> str:
+        starting = self.starting(c, now)
+        if starting is not None:
+            return starting
         done = c["windows_embedded"]
         known = c["inputs_read"] >= self.inputs and c["records_windowed"] >= c["records_to_window"]
         total = c["windows"] - c["windows_resumed"]

@@ -6,20 +6,23 @@ import logging
 import posixpath
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from pipeline.cluster import on_this_node, ray_session
-from pipeline.config import MERGE, Config, actor_range, validate
+from pipeline.config import MERGE, Config, actor_range, engines_source, validate
 from pipeline.console import ProgressReporter, logging_to
+from pipeline.embed import warm
 from pipeline.embed.core import EngineCore
 from pipeline.embed.engine import BATCH_ENGINE_ENV, EngineSpec
 from pipeline.embed.outputs import EmbeddingColumn
 from pipeline.embed.placement import EngineWatch, actor_shape, place
 from pipeline.embed.plan import plan_engine
 from pipeline.embed.stage import EmbedStage
+from pipeline.embed.warm import Needs, Offer
 from pipeline.errors import ClusterError, ConfigError, InputError
 from pipeline.identity import fingerprint_fields, model_fingerprint
 from pipeline.kinds import Kind, kind_of
@@ -157,10 +160,23 @@ class Plan:
     """The model's hidden size (the embedding columns' D), from its config."""
     notes: list[str] = field(default_factory=list)
     """What the input's directories passed over (pipeline/read/sources.py)."""
+    offer: Offer | None = None
+    """embed.engines=serve:NAME: what the deployment whose engines the run uses computes."""
+
+    @property
+    def embed_actors(self) -> int:
+        """The embed stage's actors (its smallest pool): one per engine of the run's own, or
+        on a deployment's engines two per replica, so that each has the next pack queued
+        while it runs one."""
+        if self.offer is not None:
+            return 2 * self.offer.replicas
+        return actor_range(self.cfg.embed.num_actors)[0]
 
 
-def plan(cfg: Config) -> Plan:
-    """Validate config and inputs, load the tokenizer, fingerprint the run. Fails fast."""
+def plan(cfg: Config, attach: bool = False) -> Plan:
+    """Validate config and inputs, load the tokenizer, fingerprint the run. Fails fast.
+    `attach`: check a deployment the run's engines are on (embed.engines=serve:NAME) against
+    the run, first (Ray must be up)."""
     validate(cfg)
     kind = kind_of(cfg)
     # Regions pool over a part of each window, per_token returns the states themselves: only
@@ -173,6 +189,17 @@ def plan(cfg: Config) -> Plan:
         embeddings=kind.embeddings_asked(),
         prefix_caching=kind.shares_prefixes,
     )
+    offer = None
+    deployment = engines_source(cfg.embed.engines)
+    if deployment is not None:
+        engine.spec.deployment = deployment
+        if attach:
+            # Before any input is read: a deployment that cannot answer for this run is
+            # refused naming what differs. The run then uses its model and head.
+            needs = Needs(kind.spans(), cfg.embed.per_token, kind.scores_asked())
+            engine.spec, offer = warm.attach(
+                deployment, engine.spec, engine.columns, cfg.model.name, needs
+            )
     storage = cfg.storage.options()
     found = find_inputs(kind.paths(), storage)
     sources = found.sources
@@ -209,6 +236,7 @@ def plan(cfg: Config) -> Plan:
         items=items,
         hidden_size=engine.hidden_size,
         notes=found.notes,
+        offer=offer,
     )
     # The input's cheap checks (pipeline/precheck.py), with the run's own stages.
     kind.precheck(p.sources, p.model_key)
@@ -231,7 +259,8 @@ def stages(p: Plan, stats: StatsSink, done: Any = None) -> list[Stage]:
         tile_tokens=cfg.model.max_model_len if p.kind.tiled else None,
         flank=cfg.window.flank,
     )
-    embed = EmbedStage(core, p.kind, cfg.embed, stats)
+    calls = p.embed_actors if p.offer is not None else None
+    embed = EmbedStage(core, p.kind, cfg.embed, stats, calls=calls)
     return [
         *p.kind.read_stages(p.model_key, stats),
         *([SkipCommitted(done, stats)] if done is not None else []),
@@ -268,6 +297,11 @@ def build_dataset(p: Plan, stats: StatsSink, done: Any = None) -> Any:
 def place_engines(p: Plan) -> str:
     """Resolve the device and check that the cluster can host the engines (fails fast)."""
     cfg = p.cfg
+    if p.offer is not None:
+        return (
+            f"engines of deployment {p.offer.name!r}: {p.offer.shown}; packs of up to "
+            f"{p.pack_tokens:,} tokens"
+        )
     lo, _ = actor_range(cfg.embed.num_actors)
     placed = place(p.engine, cfg.embed, lo, cfg.ray.cpus_per_task, cfg.ray.placement_timeout_s)
     return f"{placed}, packs of up to {p.pack_tokens:,} tokens"
@@ -298,7 +332,12 @@ def embed_all(p: Plan, committed: Committed, echo: Echo, t0: float) -> dict:
     try:
         done = ray.put(committed.ids) if committed.rows else None
         progress = ProgressReporter(
-            stats.progress, len(p.sources), cfg.log.progress, cfg.log.interval_s, echo
+            stats.progress,
+            len(p.sources),
+            cfg.log.progress,
+            cfg.log.interval_s,
+            echo,
+            engines=p.embed_actors,
         )
         # Engines lost with a node and never placed again would stall the run: end it instead.
         watch = EngineWatch(
@@ -387,10 +426,19 @@ def run(cfg: Config, echo: Echo = print) -> RunSummary:
 
 def _run(cfg: Config, echo: Echo) -> RunSummary:
     t0 = time.perf_counter()
+    deployment = engines_source(cfg.embed.engines)
+    if deployment is None:
+        return _run_planned(cfg, echo, t0, plan(cfg))
+    # The deployment's engines are asked what they compute before anything is read: its
+    # Ray cluster is joined first, for the whole run.
+    with ray_session(cfg):
+        return _run_planned(cfg, echo, t0, plan(cfg, attach=True))
+
+
+def _run_planned(cfg: Config, echo: Echo, t0: float, p: Plan) -> RunSummary:
     retried = failed_requests()
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     log.info("resolved config:\n%s", resolved)
-    p = plan(cfg)
     echo(header(p))
     for note in p.notes:
         echo(f"dnaembed: {note}")
@@ -420,7 +468,7 @@ def _run(cfg: Config, echo: Echo) -> RunSummary:
                 f"dnaembed: resuming: {committed.rows} windows already in "
                 f"{len(committed.shards)} committed shards"
             )
-        with ray_session(cfg):
+        with nullcontext() if p.offer is not None else ray_session(cfg):
             echo(f"dnaembed: {place_engines(p)}")
             manifest = embed_all(p, committed, echo, t0)
         with output_ops():

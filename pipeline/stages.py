@@ -203,6 +203,16 @@ class StatsSink:
     def __init__(self, actor: Any = None):
         self.actor = actor
         self.local: dict[str, dict] = {}
+        self.phases: dict[str, str] = {}
+
+    def phase(self, engine: str, what: str) -> None:
+        """What engine `engine` waits for while it starts ("ready" once it answers)."""
+        if self.actor is None:
+            self.phases[engine] = what
+            return
+        import ray
+
+        ray.get(self.actor.phase.remote(engine, what))
 
     def put(self, key: str, part: dict) -> None:
         if self.actor is None:
@@ -222,7 +232,7 @@ class StatsSink:
 
     def progress(self) -> dict:
         if self.actor is None:
-            return counters(self.local.values())
+            return {**counters(self.local.values()), "engine_phases": dict(self.phases)}
         import ray
 
         return ray.get(self.actor.progress.remote())
@@ -267,15 +277,19 @@ class RunStats:
     def __init__(self) -> None:
         self.parts: dict[str, dict] = {}
         self.handles: list = []
+        self.phases: dict[str, str] = {}
 
     def put(self, key: str, part: dict) -> None:
         self.parts[key] = part
+
+    def phase(self, engine: str, what: str) -> None:
+        self.phases[engine] = what
 
     def totals(self) -> dict:
         return merge_parts(self.parts.values())
 
     def progress(self) -> dict:
-        return counters(self.parts.values())
+        return {**counters(self.parts.values()), "engine_phases": dict(self.phases)}
 
     def register(self, handle: Any) -> None:
         self.handles.append(handle)

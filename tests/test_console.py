@@ -17,6 +17,27 @@ def counts(**kw) -> dict:
     return {**dict.fromkeys(PROGRESS_KEYS, 0), **kw}
 
 
+def test_while_engines_start_the_line_says_what_they_wait_for():
+    r = ProgressReporter(lambda: {}, inputs=1, mode=Progress.lines, engines=2)
+    # One engine has reported nothing yet: its process is still starting.
+    one = counts(windows=12, engine_phases={"a1": "importing vLLM"})
+    text = r.line(one, now=r.t0 + 7)
+    assert text == (
+        "dnaembed: starting 2 engines: importing vLLM (1), waiting for its process (1); "
+        "12 windows made, elapsed 0:07"
+    )
+    both = counts(windows=12, engine_phases={"a1": "ready", "a2": "loading weights"})
+    assert "starting 2 engines: ready (1), loading weights (1);" in r.line(both, r.t0 + 9)
+    # Every engine ready, or a window embedded: the usual line.
+    ready = counts(windows=12, engine_phases={"a1": "ready", "a2": "ready"})
+    assert r.line(ready, r.t0 + 10).startswith("dnaembed: 0/? windows")
+    going = counts(windows=12, windows_embedded=1, engine_phases={"a1": "ready"})
+    assert r.line(going, r.t0 + 11).startswith("dnaembed: 1/? windows")
+    single = ProgressReporter(lambda: {}, inputs=1, mode=Progress.lines)
+    alone = counts(engine_phases={"a1": "warming up"})
+    assert single.line(alone, single.t0).startswith("dnaembed: starting 1 engine: warming up;")
+
+
 def test_total_and_eta_only_once_every_input_is_windowed():
     r = ProgressReporter(lambda: {}, inputs=2, mode=Progress.lines)
     # One file of two read: the total is not known yet.

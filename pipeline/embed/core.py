@@ -24,7 +24,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,9 @@ class TokenScores:
     """[m] each scored token's place in the alphabet (0-3: A, C, G, T; 4: N), -1 for any
     other token."""
 
+
+Phase = Callable[[str], None]
+"""Told what an engine's start waits for ("importing vLLM", ...)."""
 
 Item = Sequence[Window]
 """What one answer is made of: its strands' windows (their embeddings averaged)."""
@@ -157,7 +160,9 @@ class EngineCore:
         # tokens of context either side; None: never (a longer window is the caller's error).
         self.tile_tokens = tile_tokens
         self.flank = flank
-        self.llm: Any = None
+        self.engine: Any = None
+        """LocalEngine, or a deployment's (pipeline/embed/warm.py): token ids in, raw
+        outputs out."""
         self.dimension: int | None = None
         self.block_size = 0
         self.broken: BaseException | None = None
@@ -198,20 +203,30 @@ class EngineCore:
         """The per-token outputs: `tokens_l<k>` per layer of `state_layers`."""
         return tuple(tokens_column(k) for k in self.state_layers)
 
-    def start(self) -> dict[str, float]:
-        """Build the engine and run one tiny request (the first real call then pays no lazy
-        initialisation). Returns when it started, imported vLLM, built the engine and was
-        ready: what start-up is made of."""
+    def start(self, phase: Phase | None = None) -> dict[str, float]:
+        """Build the engine (or reach the deployment's) and run one tiny request (the first
+        real call then pays no lazy initialisation). Returns when it started, imported vLLM,
+        built the engine and was ready: what start-up is made of. `phase(what)` is told what
+        it waits for as it goes (the run's progress line shows it)."""
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engine")
-        return self._in_thread(self._start)
+        return self._in_thread(self._start, phase or (lambda _: None))
 
     def embed(self, items: Sequence[Item]) -> Embedded:
         """Each item's embedding columns (and per-token states), its strands averaged."""
+        self._check_usable()
+        return self._in_thread(self._embed, items)
+
+    def encode(self, prompts: list[np.ndarray], extras: list[dict | None] | None) -> list:
+        """The engine's raw answers to token ids and their per-request options: what the
+        deployment's engines run for a batch run's cores (pipeline/embed/warm.py)."""
+        self._check_usable()
+        return self._in_thread(self._encode_raw, prompts, extras)
+
+    def _check_usable(self) -> None:
         if self._pool is None:
             raise RuntimeError("the engine core is not started")
         if self.broken is not None:
             raise EngineBroken(f"an earlier engine call failed: {self.broken!r}") from self.broken
-        return self._in_thread(self._embed, items)
 
     def _in_thread(self, fn: Any, *args: Any) -> Any:
         """`fn(*args)` in the engine's thread (directly when already there)."""
@@ -220,25 +235,42 @@ class EngineCore:
         assert self._pool is not None
         return self._pool.submit(fn, *args).result()
 
-    def _start(self) -> dict[str, float]:
+    def _start(self, phase: Phase) -> dict[str, float]:
         self._thread = threading.get_ident()
         t0 = time.time()
-        from vllm.inputs import TokensPrompt
+        if self.spec.deployment is not None:
+            from pipeline.embed.warm import DeploymentEngine
 
-        t1 = time.time()
-        self.llm = build_llm(self.spec)
-        t2 = time.time()
-        (out,) = self.llm.encode(
-            [TokensPrompt(prompt_token_ids=[0] * 16)], pooling_task="embed", use_tqdm=False
-        )
-        size = out.outputs.data.numel()
+            phase(f"reaching deployment {self.spec.deployment!r}")
+            engine: Any = DeploymentEngine(self.spec.deployment)
+            t1 = t2 = time.time()
+        else:
+            phase("importing vLLM")
+            import vllm  # noqa: F401  (timed apart from the build)
+
+            t1 = time.time()
+            phase("building the engine: loading weights, sizing the KV cache")
+            engine = LocalEngine(self.spec)
+            t2 = time.time()
+        phase("warming up")
+        (out,) = engine.encode([np.zeros(16, np.int64)], None, None)
+        self.engine = engine
+        size = out.size
         head = self.head
         if head is None:
             self.dimension = size
         elif head.layers:
             self.dimension = size // (len(head.layers) * len(head.poolings))
-        self.block_size = _block_size(self.llm)
+        self.block_size = engine.block_size
+        phase("ready")
         return {"t0": t0, "imported": t1, "built": t2, "ready": time.time()}
+
+    def _encode_raw(self, prompts: list[np.ndarray], extras: list[dict | None] | None) -> list:
+        try:
+            return self.engine.encode(prompts, extras, None)
+        except BaseException as e:
+            self.broken = e
+            raise
 
     def _embed(self, items: Sequence[Item]) -> Embedded:
         requests = _Requests()
@@ -334,42 +366,26 @@ class EngineCore:
         salt: str | None,
     ) -> None:
         """Run the requests `which` (indices) in one engine call; outputs into `raw`."""
-        from vllm import PoolingParams
-        from vllm.inputs import TokensPrompt
-
         if not which:
             return
-        prompts = []
-        for r in which:
-            prompt = TokensPrompt(prompt_token_ids=requests.prompts[r].tolist())
-            if salt is not None:
-                prompt["cache_salt"] = salt
-            prompts.append(prompt)
-        params = None
         spans = [requests.spans[r] for r in which]
         ranges = [requests.scores[r] for r in which]
+        extras = None
         if self.per_token or any(s is not None for s in spans + ranges):
-            params = [
-                PoolingParams(
-                    extra_kwargs={
-                        **({SPAN_KEY: list(s)} if s is not None else {}),
-                        **({TOKENS_KEY: True} if self.per_token else {}),
-                        **({SCORE_KEY: list(g)} if g is not None else {}),
-                    }
-                    or None
-                )
+            extras = [
+                {
+                    **({SPAN_KEY: list(s)} if s is not None else {}),
+                    **({TOKENS_KEY: True} if self.per_token else {}),
+                    **({SCORE_KEY: list(g)} if g is not None else {}),
+                }
+                or None
                 for s, g in zip(spans, ranges, strict=True)
             ]
-        outputs = self.llm.encode(prompts, params, pooling_task="embed", use_tqdm=False)
-        if len(outputs) != len(prompts):
-            raise EmbeddingMismatch(f"{len(prompts)} prompts but {len(outputs)} embeddings")
-        for r, prompt, out in zip(which, prompts, outputs, strict=True):
-            got = out.prompt_token_ids
-            sent = prompt["prompt_token_ids"]
-            # Callers match answers by their own ids; this proves the engine kept the order.
-            if len(got) != len(sent) or got[:8] != sent[:8] or got[-8:] != sent[-8:]:
-                raise EmbeddingMismatch(f"engine output {r} does not match its prompt")
-            raw[r] = out.outputs.data.float().numpy()
+        outputs = self.engine.encode([requests.prompts[r] for r in which], extras, salt)
+        if len(outputs) != len(which):
+            raise EmbeddingMismatch(f"{len(which)} prompts but {len(outputs)} embeddings")
+        for r, out in zip(which, outputs, strict=True):
+            raw[r] = out
             if requests.scores[r] is not None:
                 cached[r] = int(raw[r][-self._score_size(requests.scores[r])])
 
@@ -602,9 +618,49 @@ def _subset(requests: _Requests, which: list[int]) -> _Requests:
     return sub
 
 
-def _block_size(llm: Any) -> int:
-    """The engine's KV-cache block size (0 when it does not say)."""
-    try:
-        return int(llm.llm_engine.vllm_config.cache_config.block_size)
-    except (AttributeError, TypeError, ValueError):
-        return 0
+class LocalEngine:
+    """A vLLM engine in this process: token ids and per-request options in, each prompt's
+    raw output (float32) out, checked against its prompt."""
+
+    def __init__(self, spec: EngineSpec):
+        self.llm = build_llm(spec)
+
+    @property
+    def block_size(self) -> int:
+        """The engine's KV-cache block size (0 when it does not say)."""
+        try:
+            return int(self.llm.llm_engine.vllm_config.cache_config.block_size)
+        except (AttributeError, TypeError, ValueError):
+            return 0
+
+    def encode(
+        self,
+        prompts: Sequence[np.ndarray],
+        extras: Sequence[dict | None] | None,
+        salt: str | None,
+    ) -> list[np.ndarray]:
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        sent = []
+        for ids in prompts:
+            prompt = TokensPrompt(prompt_token_ids=np.asarray(ids).tolist())
+            if salt is not None:
+                # Cached blocks of this call only: every state a cached block skipped was
+                # computed by a window of the same call.
+                prompt["cache_salt"] = salt
+            sent.append(prompt)
+        params = None
+        if extras is not None:
+            params = [PoolingParams(extra_kwargs=x) for x in extras]
+        outputs = self.llm.encode(sent, params, pooling_task="embed", use_tqdm=False)
+        if len(outputs) != len(sent):
+            raise EmbeddingMismatch(f"{len(sent)} prompts but {len(outputs)} embeddings")
+        raw = []
+        for r, (prompt, out) in enumerate(zip(sent, outputs, strict=True)):
+            got, ids = out.prompt_token_ids, prompt["prompt_token_ids"]
+            # Callers match answers by their own ids; this proves the engine kept the order.
+            if len(got) != len(ids) or got[:8] != ids[:8] or got[-8:] != ids[-8:]:
+                raise EmbeddingMismatch(f"engine output {r} does not match its prompt")
+            raw.append(out.outputs.data.float().numpy())
+        return raw

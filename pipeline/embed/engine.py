@@ -100,6 +100,9 @@ class EngineSpec:
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=lambda: dict(BATCH_ENGINE_ENV))
     """The engine's environment (engine_env): set in its process before vLLM is imported."""
+    deployment: str | None = None
+    """The dnaembed-serve deployment whose engines answer (embed.engines=serve:NAME); None:
+    an engine of its own (pipeline/embed/warm.py)."""
 
     @classmethod
     def from_config(
@@ -140,7 +143,8 @@ class EngineSpec:
 
     @property
     def gpus(self) -> int:
-        if self.device != "cuda":
+        """GPUs of this process's engine (none where a deployment's engines answer)."""
+        if self.device != "cuda" or self.deployment is not None:
             return 0
         return self.tensor_parallel_size * self.pipeline_parallel_size
 

@@ -32,8 +32,12 @@ class EmbedStage(Stage):
         kind: Kind | None = None,
         cfg: EmbedConfig | None = None,
         stats: StatsSink | None = None,
+        calls: int | None = None,
     ):
         self.core = core
+        # On a deployment's engines (core.spec.deployment): how many packs are in flight at
+        # once, one per actor of this stage (which then holds no engine, only its core).
+        self.calls = calls
         self.kind = kind or KINDS["tiles"](Config())
         self.cfg = cfg or EmbedConfig()
         self.stats = stats or StatsSink()
@@ -69,6 +73,15 @@ class EmbedStage(Stage):
         return self.kind.schema(self.core.columns, self.core.state_layers, hidden_size)
 
     def ray_spec(self) -> RaySpec:
+        if self.core.spec.deployment is not None:
+            n = self.calls or 2
+            return RaySpec(
+                batch_size=1,
+                actor=EmbedActor,
+                pool=(n, n),
+                num_cpus=self.cfg.cpus_per_actor,
+                block_per_row=True,
+            )
         need = engine_resources(self.core.spec, self.cfg)
         # One pack per call and per block, so packs spread evenly over the engines.
         return RaySpec(
@@ -84,8 +97,9 @@ class EmbedStage(Stage):
 
     def setup(self) -> None:
         # When this engine started, imported vLLM, built the engine and was ready: what a
-        # run's start-up is made of (the scale benchmark draws it).
-        times = self.core.start()
+        # run's start-up is made of (the scale benchmark draws it). Meanwhile the progress
+        # line shows what it waits for.
+        times = self.core.start(lambda what: self.stats.phase(self.engine_id, what))
         self.stats.put(
             report_key("engine_start", self.engine_id),
             {"engine_starts": [{"engine": self.engine_id, **times}]},

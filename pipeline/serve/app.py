@@ -1,9 +1,10 @@
 """The HTTP side: a FastAPI app as a Ray Serve deployment, one engine per replica.
 
 Routes: POST /v1/embeddings and GET /v1/models (OpenAI's API, pipeline/serve/api.py),
-GET /health (the replica answers) and GET /ready (its engine has answered). Ray Serve runs the
-HTTP proxy, routes requests to replicas, scales them and drains them on shutdown; one machine
-and a cluster run the same code.
+GET /health (the replica answers) and GET /ready (its engine has answered). Batch runs with
+embed.engines=serve:NAME call `describe` and `encode` through Ray's handles instead. Ray
+Serve runs the HTTP proxy, routes requests to replicas, scales them and drains them on
+shutdown; one machine and a cluster run the same code.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from ray import serve
 
 from pipeline.config import actor_range
 from pipeline.embed.placement import engine_resources
+from pipeline.embed.warm import describe
 from pipeline.serve.api import (
     ApiError,
     default_column,
     embeddings_response,
     parse_request,
 )
-from pipeline.serve.service import Embedder, EngineQueue, ServicePlan
+from pipeline.serve.service import Embedder, Encode, EngineQueue, ServicePlan
 
 # Ray Serve's replica logger: its lines go to the replica's log file and, with
 # ray.log_to_driver, to the server's log.
@@ -78,6 +80,17 @@ class EmbeddingServer:
             {"status": "ready" if ok else "starting", "model": self.plan.name},
             status_code=200 if ok else 503,
         )
+
+    # ---- batch runs' engine calls (Ray handles, not HTTP: pipeline/embed/warm.py) ----
+
+    async def describe(self) -> dict:
+        """What this replica's engine computes, for a run to check against its own."""
+        p = self.plan
+        return describe(p.engine, p.columns, p.cfg.model.name)
+
+    async def encode(self, prompts: list, extras: list | None) -> list:
+        """A run's engine call: its raw outputs, in the order of its prompts."""
+        return await self.queue.submit(Encode(prompts, extras))
 
     # ---- OpenAI API ----
 

@@ -32,7 +32,6 @@ from pipeline.errors import ConfigError
 from pipeline.serve.service import ServicePlan
 
 PROG = "dnaembed-serve"
-APP = "dnaembed"
 API_KEY_ENV = "DNAEMBED_API_KEY"
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
@@ -119,7 +118,9 @@ def _run_app(plan: ServicePlan, key: str | None, echo: Echo, stop: threading.Eve
 
     s = plan.cfg.serve
     app = EmbeddingServer.options(**deployment_options(plan)).bind(plan, key_digest(key))
-    serve.run(app, name=APP, route_prefix="/")
+    # The application's name is the served model's: batch runs find its engines by it
+    # (embed.engines=serve:NAME).
+    serve.run(app, name=plan.name, route_prefix="/")
     if threading.current_thread() is threading.main_thread():
         # Ours, not Ray's (ray.init installs a SIGTERM handler that exits at once).
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,13 +129,13 @@ def _run_app(plan: ServicePlan, key: str | None, echo: Echo, stop: threading.Eve
     echo(
         f"{PROG}: ready at http://{host}:{s.port}/v1 (model {plan.name!r}"
         + (", API key required" if key else "")
-        + ")"
+        + f"; batch runs: embed.engines=serve:{plan.name})"
     )
     stop.wait()
     echo(f"{PROG}: stopping: requests in flight finish (up to {s.shutdown_timeout_s:g} s)")
     # The app first, while the HTTP proxy still runs: its replicas take no new requests and
     # answer the ones they hold; then Serve itself.
-    serve.delete(APP)
+    serve.delete(plan.name)
 
 
 def _task(cfg: DictConfig) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +61,9 @@ def plan_service(cfg: ServiceConfig) -> ServicePlan:
         )
     if e.per_token:
         raise ConfigError("embed.per_token is for region and variant runs, not the service")
-    engine = plan_engine(cfg, spans=False, base_env=SERVICE_ENGINE_ENV)
+    # serve.spans: dnaembed's model even for vLLM's default head, so that batch runs of
+    # regions and per-token output can use these engines (pipeline/embed/warm.py).
+    engine = plan_engine(cfg, spans=cfg.serve.spans, base_env=SERVICE_ENGINE_ENV)
     return ServicePlan(
         cfg,
         engine.spec,
@@ -218,16 +221,32 @@ class Embedder:
         return results
 
 
+@dataclass
+class Encode:
+    """A batch run's engine call (pipeline/embed/warm.py): token ids and each request's
+    options, answered with the engine's raw outputs."""
+
+    prompts: list[np.ndarray]
+    extras: list[dict | None] | None
+
+    @property
+    def engine_tokens(self) -> int:
+        return sum(len(p) for p in self.prompts)
+
+
 class EngineQueue:
     """Requests wait here while the engine runs; whenever it is free, the waiting ones go in
     one call (up to `budget` engine tokens, at least one request). One thread owns the
-    engine: it is built and called there only."""
+    engine: it is built and called there only.
+
+    A batch run's call (Encode, a whole pack) runs alone, in its turn: it is already as
+    large as an engine call should be, and its rows stay in a call of their own."""
 
     def __init__(self, embedder: Embedder, budget: int):
         self.embedder = embedder
         self.budget = budget
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engine")
-        self._waiting: deque[tuple[Job, asyncio.Future]] = deque()
+        self._waiting: deque[tuple[Job | Encode, asyncio.Future]] = deque()
         self._wake: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
         # The error of an engine call that failed: requests are checked before they reach
@@ -238,7 +257,7 @@ class EngineQueue:
         """Build the engine (blocks until it answers)."""
         self._pool.submit(self.embedder.setup).result()
 
-    async def submit(self, job: Job) -> list[dict[str, np.ndarray]]:
+    async def submit(self, job: Job | Encode) -> Any:
         if self._loop_task is None:
             self._wake = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._serve())
@@ -248,14 +267,19 @@ class EngineQueue:
         self._wake.set()
         return await future
 
-    def _take(self) -> list[tuple[Job, asyncio.Future]]:
-        batch, tokens = [], 0
+    def _take(self) -> list[tuple[Job | Encode, asyncio.Future]]:
+        batch: list[tuple[Job | Encode, asyncio.Future]] = []
+        tokens = 0
         while self._waiting:
             job, future = self._waiting[0]
             if future.done():  # the client went away before its turn
                 self._waiting.popleft()
                 continue
-            if batch and tokens + job.engine_tokens > self.budget:
+            if batch and (
+                isinstance(job, Encode)
+                or isinstance(batch[0][0], Encode)
+                or tokens + job.engine_tokens > self.budget
+            ):
                 break
             self._waiting.popleft()
             batch.append((job, future))
@@ -269,10 +293,18 @@ class EngineQueue:
             await self._wake.wait()
             self._wake.clear()
             while batch := self._take():
+                first = batch[0][0]
                 try:
-                    results = await loop.run_in_executor(
-                        self._pool, self.embedder.run, [j for j, _ in batch]
-                    )
+                    if isinstance(first, Encode):
+                        results = [
+                            await loop.run_in_executor(
+                                self._pool, self.embedder.core.encode, first.prompts, first.extras
+                            )
+                        ]
+                    else:
+                        results = await loop.run_in_executor(
+                            self._pool, self.embedder.run, [j for j, _ in batch]
+                        )
                 except Exception as e:  # every request of the call fails alike
                     self.broken = e
                     for _, future in batch:
