@@ -576,10 +576,6 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     log: LogConfig = field(default_factory=LogConfig)
-    plan: bool = False
-    """Print what the run would do (windows, tokens, packs, engine time, GPU-hours from the
-    shipped rate table) and exit: reads only file sizes, indexes and BED/VCF lines, starts
-    no engine and writes nothing."""
 
 
 @dataclass
@@ -649,7 +645,7 @@ class ServiceConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
 
-GROUPS = tuple(f.name for f in fields(Config) if f.name != "plan")  # plan: a flag, no group
+GROUPS = tuple(f.name for f in fields(Config))
 
 
 def validate(cfg: Config) -> Config:
@@ -668,7 +664,7 @@ def validate(cfg: Config) -> Config:
             f"window.min_length must be between 1 and window.size, got {w.min_length}"
         )
     name = engines_source(cfg.embed.engines)
-    if name is not None and cfg.ray.address is None and not cfg.plan:
+    if name is not None and cfg.ray.address is None:
         raise ConfigError(
             f"embed.engines=serve:{name} uses a deployment's engines on its Ray cluster, and "
             "ray.address is null (a new local Ray for this run): join the cluster with "

@@ -645,3 +645,17 @@ def test_scores_and_the_variant_layout_are_fingerprinted_only_when_asked():
         to_config(compose([*VARIANTS, "scores=[llr,llr]"]))
     with pytest.raises(ConfigError, match="variants.end_bases=9000 is longer than window.size"):
         validate(to_config(compose([*VARIANTS, "variants.layout=end", "variants.end_bases=9000"])))
+
+
+def test_engines_are_own_or_a_deployment_on_a_joined_cluster(make_config):
+    with pytest.raises(ConfigError, match=r"embed.engines must be 'own' or 'serve:NAME'.*'gpu'"):
+        make_config("model=tiny", "input=x.fa", "output=o", "embed.engines=gpu")
+    with pytest.raises(ConfigError, match="embed.engines must be"):
+        make_config("model=tiny", "input=x.fa", "output=o", "embed.engines=serve:")
+    local = make_config("model=tiny", "input=x.fa", "output=o", "embed.engines=serve:g12")
+    with pytest.raises(ConfigError, match=r"embed.engines=serve:g12 .* ray=cluster"):
+        validate(local)
+    joined = make_config(
+        "model=tiny", "input=x.fa", "output=o", "embed.engines=serve:g12", "ray=cluster"
+    )
+    assert validate(joined).embed.engines == "serve:g12"
