@@ -201,8 +201,10 @@ class ProgressReporter:
         """While no window is embedded and an engine is not ready: what the engines wait for,
         e.g. "starting 2 engines: importing vLLM (1), loading weights (1)"."""
         phases = c.get("engine_phases")
-        if phases is None or c["windows_embedded"] or (
-            len(phases) >= self.engines and all(p == "ready" for p in phases.values())
+        if (
+            phases is None
+            or c["windows_embedded"]
+            or (len(phases) >= self.engines and all(p == "ready" for p in phases.values()))
         ):
             return None
         waiting = list(phases.values()) + ["waiting for its process"] * max(
