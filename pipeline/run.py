@@ -426,6 +426,7 @@ def run(cfg: Config, echo: Echo = print) -> RunSummary:
 
 def _run(cfg: Config, echo: Echo) -> RunSummary:
     t0 = time.perf_counter()
+    log.info("resolved config:\n%s", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     deployment = engines_source(cfg.embed.engines)
     if deployment is None:
         return _run_planned(cfg, echo, t0, plan(cfg))
@@ -438,7 +439,6 @@ def _run(cfg: Config, echo: Echo) -> RunSummary:
 def _run_planned(cfg: Config, echo: Echo, t0: float, p: Plan) -> RunSummary:
     retried = failed_requests()
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    log.info("resolved config:\n%s", resolved)
     echo(header(p))
     for note in p.notes:
         echo(f"dnaembed: {note}")
