@@ -232,7 +232,8 @@ class StatsSink:
 
     def progress(self) -> dict:
         if self.actor is None:
-            return {**counters(self.local.values()), "engine_phases": dict(self.phases)}
+            phases = {"engine_phases": dict(self.phases)} if self.phases else {}
+            return {**counters(self.local.values()), **phases}
         import ray
 
         return ray.get(self.actor.progress.remote())
