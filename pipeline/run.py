@@ -426,19 +426,19 @@ def run(cfg: Config, echo: Echo = print) -> RunSummary:
 
 def _run(cfg: Config, echo: Echo) -> RunSummary:
     t0 = time.perf_counter()
-    log.info("resolved config:\n%s", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    log.info("resolved config:\n%s", resolved)
     deployment = engines_source(cfg.embed.engines)
     if deployment is None:
-        return _run_planned(cfg, echo, t0, plan(cfg))
+        return _run_planned(cfg, echo, t0, resolved, plan(cfg))
     # The deployment's engines are asked what they compute before anything is read: its
     # Ray cluster is joined first, for the whole run.
     with ray_session(cfg):
-        return _run_planned(cfg, echo, t0, plan(cfg, attach=True))
+        return _run_planned(cfg, echo, t0, resolved, plan(cfg, attach=True))
 
 
-def _run_planned(cfg: Config, echo: Echo, t0: float, p: Plan) -> RunSummary:
+def _run_planned(cfg: Config, echo: Echo, t0: float, resolved: str, p: Plan) -> RunSummary:
     retried = failed_requests()
-    resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     echo(header(p))
     for note in p.notes:
         echo(f"dnaembed: {note}")

@@ -11,7 +11,6 @@ the run's own engine would or the run is refused before it reads anything (`atta
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -75,7 +74,7 @@ def _status(name: str) -> Any:
         return None
 
 
-def _running(name: str) -> list[str]:
+def _running() -> list[str]:
     from ray import serve
 
     try:
@@ -89,7 +88,7 @@ def _handle(name: str) -> Any:
 
     app = _status(name)
     if app is None or str(getattr(app.status, "value", app.status)) != "RUNNING":
-        others = [a for a in _running(name) if a != name]
+        others = [a for a in _running() if a != name]
         state = "is not running" if app is None else f"is {app.status}"
         raise ClusterError(
             f"embed.engines=serve:{name}: the deployment {name!r} {state} on this Ray cluster"
@@ -245,14 +244,3 @@ class DeploymentEngine:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else ""
-
-
-def wait_running(name: str, timeout_s: float) -> bool:
-    """Whether the application `name` runs within `timeout_s` (tests, benchmarks)."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        app = _status(name)
-        if app is not None and str(getattr(app.status, "value", app.status)) == "RUNNING":
-            return True
-        time.sleep(0.5)
-    return False
